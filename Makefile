@@ -1,0 +1,43 @@
+# Two commands on a fresh machine: `make run` and `make test` (see README.md).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: run test lint typecheck unit bench docs clean
+
+$(VENV)/.run-deps: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+$(VENV)/.test-deps: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@ $(VENV)/.run-deps
+
+## Start the service on http://127.0.0.1:8080 with everything under ./var
+run: $(VENV)/.run-deps
+	$(BIN)/archive serve
+
+## Lint, type-check and run the whole suite
+test: lint typecheck unit
+
+lint: $(VENV)/.test-deps
+	$(BIN)/ruff check .
+
+typecheck: $(VENV)/.test-deps
+	$(BIN)/mypy
+
+unit: $(VENV)/.test-deps
+	$(BIN)/pytest
+
+## Print the storage benchmark (docs/benchmarks.md)
+bench: $(VENV)/.test-deps
+	$(BIN)/python -m bench.storage
+
+## Regenerate docs/configuration.md from the settings model
+docs: $(VENV)/.run-deps
+	$(BIN)/python -m archive.settings > docs/configuration.md
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,287 @@
+"""The ``archive`` command: the operator's handle, and the one composition root.
+
+Every command takes ``--data-dir`` and ``--config``. Output meant for scripts goes to stdout
+alone (``tokens create`` prints just the token); messages go to stderr. Commands that need
+``web``, ``ingest`` or ``lifecycle`` import them inside the command, so ``archive`` itself never
+depends on them at import time.
+"""
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+import uuid
+from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import asynccontextmanager
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from archive import audit, tokens
+from archive.backends import open_keyring, open_store
+from archive.clock import SystemClock
+from archive.db import Database
+from archive.errors import ArchiveError
+from archive.models import Role, Tenant
+from archive.service import Actor, Archive
+from archive.settings import Settings, load_settings
+from storage.errors import StorageError
+
+Command = Callable[[argparse.Namespace, Settings], Coroutine[Any, Any, int]]
+CLI_ACTOR = Actor("cli", "admin")
+
+
+def _err(message: str) -> None:
+    print(f"archive: {message}", file=sys.stderr)
+
+
+@asynccontextmanager
+async def _database(settings: Settings, migrate: bool = True) -> AsyncIterator[Database]:
+    db = Database(settings.resolved_database_url)
+    try:
+        if migrate and settings.auto_migrate:
+            await db.upgrade()
+        yield db
+    finally:
+        await db.close()
+
+
+@asynccontextmanager
+async def _archive(settings: Settings) -> AsyncIterator[Archive]:
+    async with _database(settings) as db:
+        store = await open_store(settings)
+        keys = await open_keyring(settings)
+        try:
+            yield Archive(db, store, keys, SystemClock(), settings.segment_size)
+        finally:
+            await keys.close()
+            await store.close()
+
+
+async def bootstrap_admin(db: Database, settings: Settings) -> str | None:
+    """On an index with no tokens at all, create the default tenant and an admin token."""
+    now = SystemClock().now()
+    async with db.session() as session:
+        if await tokens.list_tokens(session):
+            return None
+        await tokens.ensure_tenant(session, settings.default_tenant, now)
+        _, secret = await tokens.create_token(session, tenant=settings.default_tenant,
+                                              role=Role.ADMIN, now=now, name="first admin")
+        await session.commit()
+    return secret
+
+
+# -- commands ---------------------------------------------------------------------------------
+
+async def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    from aiohttp import web
+
+    from web.app import AccessLogger, create_app
+
+    async with _database(settings) as db:
+        secret = await bootstrap_admin(db, settings)
+    if secret:
+        print(f"First start: an admin token for tenant '{settings.default_tenant}' "
+              "(shown once; keep it safe):", flush=True)
+        print(f"  {secret}", flush=True)
+        print("More tokens: archive tokens create --role ROLE --tenant TENANT", flush=True)
+    app = create_app(settings)
+    runner = web.AppRunner(app, access_log_class=AccessLogger)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.host, settings.port)
+    await site.start()
+    print(f"Archive listening on http://{settings.host}:{settings.port}", flush=True)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await runner.cleanup()
+    return 0
+
+
+async def cmd_db_upgrade(args: argparse.Namespace, settings: Settings) -> int:
+    db = Database(settings.resolved_database_url)
+    try:
+        await db.upgrade()
+        print(await db.current_revision())
+    finally:
+        await db.close()
+    return 0
+
+
+async def cmd_tenants_create(args: argparse.Namespace, settings: Settings) -> int:
+    async with _database(settings) as db, db.session() as session:
+        created = await tokens.ensure_tenant(session, args.tenant, SystemClock().now(),
+                                             args.name or "")
+        await session.commit()
+    _err(f"created tenant {args.tenant}" if created else f"tenant {args.tenant} exists")
+    return 0
+
+
+async def cmd_tenants_list(args: argparse.Namespace, settings: Settings) -> int:
+    from sqlmodel import select
+
+    async with _database(settings) as db, db.session() as session:
+        for t in (await session.exec(select(Tenant).order_by(Tenant.id))).all():
+            print(f"{t.id}\t{t.name}")
+    return 0
+
+
+async def cmd_tokens_create(args: argparse.Namespace, settings: Settings) -> int:
+    role = tokens.parse_role(args.role)
+    now = SystemClock().now()
+    expires = now + timedelta(days=args.expires_days) if args.expires_days else None
+    async with _database(settings) as db, db.session() as session:
+        if await tokens.ensure_tenant(session, args.tenant, now):
+            _err(f"created tenant {args.tenant}")
+        token, secret = await tokens.create_token(session, tenant=args.tenant, role=role,
+                                                  now=now, name=args.name or "",
+                                                  expires_at=expires)
+        await audit.append(session, tenant=args.tenant, at=now, actor=CLI_ACTOR.name,
+                           role=CLI_ACTOR.role, action="token.create",
+                           detail={"token_id": str(token.id), "role": role.value})
+        await session.commit()
+    print(secret)
+    return 0
+
+
+async def cmd_tokens_list(args: argparse.Namespace, settings: Settings) -> int:
+    async with _database(settings) as db, db.session() as session:
+        for t in await tokens.list_tokens(session, args.tenant):
+            state = "revoked" if t.revoked_at else (
+                f"expires {t.expires_at:%Y-%m-%d}" if t.expires_at else "active")
+            print(f"{t.id}\t{t.tenant}\t{t.role}\t{state}\t{t.name}")
+    return 0
+
+
+async def cmd_tokens_revoke(args: argparse.Namespace, settings: Settings) -> int:
+    try:
+        token_id = uuid.UUID(args.token_id)
+    except ValueError:
+        _err(f"not a token id: {args.token_id!r} (see 'archive tokens list')")
+        return 2
+    now = SystemClock().now()
+    async with _database(settings) as db, db.session() as session:
+        token = await tokens.revoke(session, token_id, now)
+        await audit.append(session, tenant=token.tenant, at=now, actor=CLI_ACTOR.name,
+                           role=CLI_ACTOR.role, action="token.revoke",
+                           detail={"token_id": str(token.id)})
+        await session.commit()
+    _err(f"revoked token {token_id}")
+    return 0
+
+
+async def cmd_keys_rotate(args: argparse.Namespace, settings: Settings) -> int:
+    async with _archive(settings) as archive:
+        if args.resume:
+            count = await archive.rewrap_keys(args.tenant, CLI_ACTOR)
+            kek_id = await archive.keys.current_kek_id(args.tenant)
+        else:
+            kek_id, count = await archive.rotate_keys(args.tenant, CLI_ACTOR)
+    print(f"tenant {args.tenant}: current key {kek_id}; re-wrapped {count} data key(s)")
+    return 0
+
+
+async def cmd_audit_verify(args: argparse.Namespace, settings: Settings) -> int:
+    async with _database(settings) as db, db.session() as session:
+        reports = await audit.verify(session, args.tenant)
+    broken = False
+    for r in reports:
+        print(f"{r.tenant}: {r.events} event(s), " + ("chain intact" if r.ok else "BROKEN"))
+        for p in r.problems:
+            print(f"  - {p}")
+        broken |= not r.ok
+    return 1 if broken else 0
+
+
+# -- parsing ----------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    def options(default: object) -> argparse.ArgumentParser:
+        # Accepted before and after the command; a subcommand's default must not overwrite a
+        # value given before it, hence SUPPRESS there.
+        p = argparse.ArgumentParser(add_help=False)
+        p.add_argument("--data-dir", type=Path, default=default,
+                       help="embedded state folder (env ARCHIVE_DATA_DIR; default ./var)")
+        p.add_argument("--config", type=Path, default=default,
+                       help="TOML settings file (env ARCHIVE_CONFIG)")
+        return p
+
+    common = options(argparse.SUPPRESS)
+    parser = argparse.ArgumentParser(prog="archive", parents=[options(None)],
+                                     description="Call recording and webchat archive.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def add(name: str, fn: Command, help_text: str,
+            parent: "argparse._SubParsersAction[argparse.ArgumentParser]" = sub
+            ) -> argparse.ArgumentParser:
+        p = parent.add_parser(name, parents=[common], help=help_text, description=help_text)
+        p.set_defaults(fn=fn)
+        return p
+
+    serve = add("serve", cmd_serve, "run the HTTP service")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+
+    db = sub.add_parser("db", help="index database").add_subparsers(dest="db", required=True)
+    add("upgrade", cmd_db_upgrade, "apply index migrations", db)
+
+    ten = sub.add_parser("tenants", help="tenants").add_subparsers(dest="tenants",
+                                                                   required=True)
+    p = add("create", cmd_tenants_create, "create a tenant", ten)
+    p.add_argument("tenant")
+    p.add_argument("--name")
+    add("list", cmd_tenants_list, "list tenants", ten)
+
+    tok = sub.add_parser("tokens", help="API tokens").add_subparsers(dest="tokens",
+                                                                     required=True)
+    p = add("create", cmd_tokens_create,
+            "create a token and print it (alone, once) on stdout", tok)
+    p.add_argument("--role", required=True, help=", ".join(r.value for r in Role))
+    p.add_argument("--tenant", required=True, help="created if it does not exist")
+    p.add_argument("--name", help="a label, e.g. the system that uses it")
+    p.add_argument("--expires-days", type=int)
+    p = add("list", cmd_tokens_list, "list tokens (never their secrets)", tok)
+    p.add_argument("--tenant")
+    p = add("revoke", cmd_tokens_revoke, "revoke a token by id", tok)
+    p.add_argument("token_id")
+
+    keys = sub.add_parser("keys", help="encryption keys").add_subparsers(dest="keys",
+                                                                         required=True)
+    p = add("rotate", cmd_keys_rotate,
+            "make a new key-encryption key current and re-wrap the tenant's data keys", keys)
+    p.add_argument("--tenant", required=True)
+    p.add_argument("--resume", action="store_true",
+                   help="only finish re-wrapping after an interrupted rotation")
+
+    aud = sub.add_parser("audit", help="audit log").add_subparsers(dest="audit", required=True)
+    p = add("verify", cmd_audit_verify, "verify the audit hash chains; exit 1 if broken", aud)
+    p.add_argument("--tenant")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    os.umask(0o077)  # the index, store and keyring hold personal data: owner-only files
+    try:
+        overrides = {"data_dir": args.data_dir, "host": getattr(args, "host", None),
+                     "port": getattr(args, "port", None)}
+        settings = load_settings(args.config, overrides=overrides)
+        logging.basicConfig(level=settings.log_level.upper(), stream=sys.stderr,
+                            format="%(asctime)s %(levelname)s %(name)s %(message)s")
+        logging.getLogger("alembic").setLevel(logging.WARNING)
+        fn: Command = args.fn
+        return asyncio.run(fn(args, settings))
+    except ArchiveError as exc:
+        details = "".join(f"\n  {e.field}: {e.message}" for e in exc.errors)
+        _err(f"{exc.detail}{details}")
+        return 2
+    except StorageError as exc:
+        _err(str(exc))
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

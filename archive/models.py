@@ -1,0 +1,247 @@
+"""The index: SQLModel tables. Schema changes go through Alembic migrations (archive/migrations),
+which a test compares with these models on SQLite and PostgreSQL.
+
+Personal data lives only in ``items`` (and is stripped from a row when its item is destroyed);
+``destructions``, ``audit_events`` details and ``tokens`` hold none.
+"""
+
+import enum
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Dialect
+from sqlmodel import Field, SQLModel
+
+# Deterministic constraint names, so that migrations name them alike on every database.
+SQLModel.metadata.naming_convention = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class UTCDateTime(sa.TypeDecorator[datetime]):
+    """A timezone-aware UTC datetime on every database.
+
+    SQLite has no time zones and hands back naive values; this stores UTC and always returns an
+    aware datetime, and refuses naive input rather than guessing its zone.
+    """
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the index; use timezone-aware UTC")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Channel(enum.StrEnum):
+    CALL = "call"
+    CHAT = "chat"
+
+
+class ItemStatus(enum.StrEnum):
+    PENDING = "pending"  # row written, object not yet complete: invisible to readers
+    ACTIVE = "active"
+    PURGED = "purged"  # destroyed at the end of its retention window
+    ERASED = "erased"  # destroyed on a data subject's request
+
+
+class Role(enum.StrEnum):
+    INGEST = "ingest"
+    COMPLAINTS = "complaints"
+    QUALITY = "quality"
+    ADMIN = "admin"
+    AUDITOR = "auditor"
+
+
+def _ts(**kw: Any) -> Any:
+    return Field(sa_type=UTCDateTime, **kw)
+
+
+class Tenant(SQLModel, table=True):
+    """A council (or other body) whose data is kept apart from every other's."""
+
+    __tablename__ = "tenants"
+
+    id: str = Field(primary_key=True, max_length=63)
+    name: str = Field(max_length=200)
+    created_at: datetime = _ts()
+
+
+# Fields of an item that identify a person; destruction sets each to None.
+PERSONAL_FIELDS = (
+    "caller_number", "called_number", "customer_name", "customer_name_key", "customer_email",
+    "customer_postcode", "tags", "extra",
+)
+
+
+class Item(SQLModel, table=True):
+    """One call recording or one webchat transcript, and what is known about it."""
+
+    __tablename__ = "items"
+    __table_args__ = (
+        sa.UniqueConstraint("tenant", "channel", "external_id", name="uq_items_external"),
+        # Searches: each filter with the tenant first and newest first.
+        sa.Index("ix_items_tenant_started", "tenant", "started_at"),
+        sa.Index("ix_items_caller", "tenant", "caller_number", "started_at"),
+        sa.Index("ix_items_called", "tenant", "called_number", "started_at"),
+        sa.Index("ix_items_email", "tenant", "customer_email", "started_at"),
+        sa.Index("ix_items_postcode", "tenant", "customer_postcode", "started_at"),
+        sa.Index("ix_items_name", "tenant", "customer_name_key", "started_at"),
+        sa.Index("ix_items_agent", "tenant", "agent_id", "started_at"),
+        # Lifecycle: what has expired, per tenant (previews) and across tenants (the worker).
+        sa.Index("ix_items_tenant_expiry", "tenant", "status", "retain_until"),
+        sa.Index("ix_items_expiry", "status", "retain_until"),
+    )
+
+    id: uuid.UUID = Field(primary_key=True)
+    tenant: str = Field(foreign_key="tenants.id", max_length=63)
+    channel: str = Field(max_length=8)
+    external_id: str = Field(max_length=200)
+    status: str = Field(max_length=16)
+    started_at: datetime = _ts()
+    ended_at: datetime | None = _ts(default=None)
+    duration: float | None = None  # seconds
+    direction: str | None = Field(default=None, max_length=16)
+    caller_number: str | None = Field(default=None, max_length=32)  # E.164
+    called_number: str | None = Field(default=None, max_length=32)  # E.164
+    agent_id: str | None = Field(default=None, max_length=100)
+    agent_extension: str | None = Field(default=None, max_length=32)
+    service: str | None = Field(default=None, max_length=100)
+    queue: str | None = Field(default=None, max_length=100)
+    customer_name: str | None = Field(default=None, max_length=200)
+    customer_name_key: str | None = Field(default=None, max_length=200)  # casefolded, for search
+    customer_email: str | None = Field(default=None, max_length=320)  # lower-cased
+    customer_postcode: str | None = Field(default=None, max_length=8)  # upper-case, no spaces
+    special_category: bool = False
+    tags: list[str] | None = Field(default=None, sa_type=sa.JSON)
+    extra: dict[str, Any] | None = Field(default=None, sa_type=sa.JSON)
+    # The stored object
+    object_key: str | None = Field(default=None, max_length=300)
+    media_type: str | None = Field(default=None, max_length=100)
+    plain_size: int | None = Field(default=None, sa_type=sa.BigInteger)
+    stored_size: int | None = Field(default=None, sa_type=sa.BigInteger)
+    sha256: str | None = Field(default=None, max_length=64)  # of the plaintext stored
+    media: dict[str, Any] | None = Field(default=None, sa_type=sa.JSON)  # codec, rate, ...
+    wrapped_key: bytes | None = Field(default=None, sa_type=sa.LargeBinary)
+    kek_id: str | None = Field(default=None, max_length=300)
+    # Retention
+    retain_until: datetime | None = _ts(default=None)
+    retention_basis: dict[str, Any] | None = Field(default=None, sa_type=sa.JSON)
+    created_at: datetime = _ts()
+    updated_at: datetime = _ts()
+
+
+class Hold(SQLModel, table=True):
+    """A legal hold: while active, none of its items may be destroyed."""
+
+    __tablename__ = "holds"
+    __table_args__ = (
+        sa.Index("ix_holds_case", "tenant", "case_ref"),
+        sa.Index("ix_holds_status", "tenant", "status"),
+    )
+
+    id: uuid.UUID = Field(primary_key=True)
+    tenant: str = Field(foreign_key="tenants.id", max_length=63)
+    case_ref: str = Field(max_length=100)
+    reason: str = Field(max_length=2000)
+    query: dict[str, Any] | None = Field(default=None, sa_type=sa.JSON)
+    status: str = Field(default="active", max_length=16)
+    placed_by: str = Field(max_length=100)
+    placed_at: datetime = _ts()
+    released_by: str | None = Field(default=None, max_length=100)
+    released_at: datetime | None = _ts(default=None)
+    release_reason: str | None = Field(default=None, max_length=2000)
+
+
+class HoldItem(SQLModel, table=True):
+    """Membership of an item in a hold; an item may sit under several holds."""
+
+    __tablename__ = "hold_items"
+    __table_args__ = (sa.Index("ix_hold_items_item", "item_id"),)
+
+    hold_id: uuid.UUID = Field(foreign_key="holds.id", primary_key=True)
+    item_id: uuid.UUID = Field(foreign_key="items.id", primary_key=True)
+    added_by: str = Field(max_length=100)
+    added_at: datetime = _ts()
+
+
+class AuditEvent(SQLModel, table=True):
+    """One entry of a tenant's append-only, hash-chained audit log."""
+
+    __tablename__ = "audit_events"
+    __table_args__ = (
+        sa.UniqueConstraint("tenant", "seq", name="uq_audit_seq"),
+        sa.Index("ix_audit_item", "tenant", "item_id"),
+        sa.Index("ix_audit_at", "tenant", "at"),
+    )
+
+    # SQLite autoincrements only an INTEGER primary key.
+    id: int | None = Field(default=None, primary_key=True,
+                           sa_type=sa.BigInteger().with_variant(sa.Integer(), "sqlite"))
+    tenant: str = Field(max_length=63)
+    seq: int = Field(sa_type=sa.BigInteger)
+    at: datetime = _ts()
+    actor: str = Field(max_length=100)
+    role: str = Field(max_length=16)
+    action: str = Field(max_length=50)
+    item_id: uuid.UUID | None = None
+    detail: dict[str, Any] | None = Field(default=None, sa_type=sa.JSON)
+    prev_hash: str = Field(max_length=64)
+    hash: str = Field(max_length=64)
+
+
+class AuditHead(SQLModel, table=True):
+    """The last event of each tenant's chain. Appends lock this row, so they serialise per
+    tenant on every database, and verification can tell when the tail was cut off."""
+
+    __tablename__ = "audit_heads"
+
+    tenant: str = Field(primary_key=True, max_length=63)
+    seq: int = Field(default=0, sa_type=sa.BigInteger)
+    hash: str = Field(max_length=64)
+
+
+class Destruction(SQLModel, table=True):
+    """Proof that an item was destroyed, and under what authority. No personal data."""
+
+    __tablename__ = "destructions"
+    __table_args__ = (sa.Index("ix_destructions_tenant", "tenant", "destroyed_at"),)
+
+    id: uuid.UUID = Field(primary_key=True)
+    item_id: uuid.UUID = Field(unique=True)
+    tenant: str = Field(max_length=63)
+    channel: str = Field(max_length=8)
+    reason: str = Field(max_length=32)  # retention, erasure, anonymisation
+    retention_basis: dict[str, Any] | None = Field(default=None, sa_type=sa.JSON)
+    retain_until: datetime | None = _ts(default=None)
+    destroyed_at: datetime = _ts()
+    stored_sha256: str | None = Field(default=None, max_length=64)
+    actor: str = Field(max_length=100)
+
+
+class Token(SQLModel, table=True):
+    """An API token. Only the SHA-256 of its secret is kept; the secret is shown once."""
+
+    __tablename__ = "tokens"
+
+    id: uuid.UUID = Field(primary_key=True)
+    tenant: str = Field(foreign_key="tenants.id", max_length=63)
+    role: str = Field(max_length=16)
+    name: str = Field(default="", max_length=100)
+    secret_hash: str = Field(max_length=64, unique=True)
+    created_at: datetime = _ts()
+    expires_at: datetime | None = _ts(default=None)
+    revoked_at: datetime | None = _ts(default=None)

@@ -1,0 +1,243 @@
+"""A blob store in a local folder: the embedded default.
+
+Objects live under ``ROOT/objects/KEY``. A put writes a temporary file under ``ROOT/tmp/``,
+fsyncs it, renames it into place and fsyncs the folder, so an object is either whole or absent,
+even after a crash. All file work runs in threads, batched so that one thread hop moves many
+chunks (``os.writev`` writes a batch with one call and no copy).
+"""
+
+import asyncio
+import errno
+import io
+import os
+import uuid
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TypeVar
+
+from storage.base import BlobInfo, check_key, check_prefix
+from storage.errors import (
+    BlobNotFoundError,
+    StorageError,
+    StoreFullError,
+    StoreUnavailableError,
+)
+
+T = TypeVar("T")
+WRITE_BATCH = 256 * 1024
+READ_CHUNK = 256 * 1024
+
+
+def _translate(exc: OSError, key: str) -> StorageError:
+    if exc.errno in {errno.ENOSPC, errno.EDQUOT}:
+        return StoreFullError("the local store has no space left")
+    if isinstance(exc, FileNotFoundError):
+        return BlobNotFoundError(f"no object {key!r}")
+    return StorageError(f"local store error on {key!r}: {exc.strerror}")
+
+
+async def _in_thread(fn: Callable[..., T], *args: object) -> T:
+    """Run blocking file work in a thread and, if cancelled, let it finish before returning.
+
+    A thread cannot be stopped; cleaning up a file descriptor it is still writing would race.
+    """
+    future = asyncio.get_running_loop().run_in_executor(None, fn, *args)
+    try:
+        return await asyncio.shield(future)
+    except asyncio.CancelledError:
+        await asyncio.wait([future])
+        raise
+
+
+async def _file_io(key: str, fn: Callable[..., T], *args: object) -> T:
+    try:
+        return await _in_thread(fn, *args)
+    except OSError as exc:
+        raise _translate(exc, key) from None
+
+
+class LocalBlobStore:
+    """Objects as files in a folder; see the module docstring for the write path."""
+
+    name = "local"
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._objects = root / "objects"
+        self._tmp = root / "tmp"
+
+    async def open(self) -> "LocalBlobStore":
+        def make() -> None:
+            self._objects.mkdir(parents=True, exist_ok=True)
+            self._tmp.mkdir(parents=True, exist_ok=True)
+
+        await asyncio.to_thread(make)
+        return self
+
+    def _path(self, key: str) -> Path:
+        return self._objects / check_key(key)
+
+    @property
+    def supports_legal_hold(self) -> bool:
+        return False
+
+    async def put(self, key: str, chunks: AsyncIterator[bytes]) -> int:
+        path = self._path(key)
+        tmp = self._tmp / f"{uuid.uuid4().hex}.part"
+        try:
+            fd = await _in_thread(os.open, tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except OSError as exc:
+            raise _translate(exc, key) from None
+        size = 0
+        placed = False
+        # Only the store's own file errors are translated: an error raised by the source
+        # (a client that went away, say) reaches the caller as it was.
+        try:
+            batch: list[bytes] = []
+            pending = 0
+            async for chunk in chunks:
+                if not chunk:
+                    continue
+                batch.append(chunk)
+                pending += len(chunk)
+                if pending >= WRITE_BATCH:
+                    size += await _file_io(key, _write_all, fd, batch)
+                    batch, pending = [], 0
+            size += await _file_io(key, _write_all, fd, batch)
+            await _file_io(key, _finish, fd, tmp, path)
+            placed = True
+        finally:
+            await _in_thread(_close, fd, None if placed else tmp)
+        return size
+
+    async def get(self, key: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
+        path = self._path(key)
+        try:
+            f = await _in_thread(io.FileIO, path, "r")  # unbuffered, like open(path, "rb", 0)
+        except OSError as exc:
+            raise _translate(exc, key) from None
+        try:
+            await _in_thread(f.seek, start)
+            remaining = None if end is None else max(0, end - start)
+            while remaining is None or remaining > 0:
+                want = READ_CHUNK if remaining is None else min(READ_CHUNK, remaining)
+                data = await _in_thread(f.read, want)
+                if not data:
+                    break
+                if remaining is not None:
+                    remaining -= len(data)
+                yield data
+        except OSError as exc:
+            raise _translate(exc, key) from None
+        finally:
+            await _in_thread(f.close)
+
+    async def delete(self, key: str) -> None:
+        path = self._path(key)
+        try:
+            await _in_thread(path.unlink, True)
+        except OSError as exc:
+            raise _translate(exc, key) from None
+
+    async def stat(self, key: str) -> BlobInfo | None:
+        path = self._path(key)
+        try:
+            st = await _in_thread(os.stat, path)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise _translate(exc, key) from None
+        return BlobInfo(key, st.st_size, datetime.fromtimestamp(st.st_mtime, UTC))
+
+    async def list(self, prefix: str = "") -> AsyncIterator[BlobInfo]:
+        check_prefix(prefix)
+        # Start at the deepest folder the prefix names whole, then filter by the rest.
+        base = prefix.rpartition("/")[0]
+        async for info in self._walk(base):
+            if info.key.startswith(prefix):
+                yield info
+
+    async def _walk(self, rel: str) -> AsyncIterator[BlobInfo]:
+        folder = self._objects / rel if rel else self._objects
+
+        def scan() -> list[tuple[str, bool, int, float]]:
+            try:
+                with os.scandir(folder) as it:
+                    rows = []
+                    for e in it:
+                        is_dir = e.is_dir(follow_symlinks=False)
+                        st = None if is_dir else e.stat(follow_symlinks=False)
+                        rows.append((e.name, is_dir, st.st_size if st else 0,
+                                     st.st_mtime if st else 0.0))
+                    return sorted(rows)
+            except (FileNotFoundError, NotADirectoryError):
+                return []
+
+        for name, is_dir, size, mtime in await _in_thread(scan):
+            key = f"{rel}/{name}" if rel else name
+            if is_dir:
+                async for info in self._walk(key):
+                    yield info
+            else:
+                yield BlobInfo(key, size, datetime.fromtimestamp(mtime, UTC))
+
+    async def set_legal_hold(self, key: str, on: bool) -> None:
+        return None  # a folder cannot enforce a hold; the index does
+
+    async def ping(self) -> None:
+        ok = await asyncio.to_thread(os.access, self._objects, os.W_OK)
+        if not ok:
+            raise StoreUnavailableError(f"local store {self.root} is not writable")
+
+    async def close(self) -> None:
+        return None
+
+    async def stale_temporaries(self, older_than: float) -> int:
+        """Remove temporary files older than ``older_than`` seconds (left by a crash)."""
+
+        def sweep() -> int:
+            now = datetime.now(UTC).timestamp()
+            removed = 0
+            for entry in os.scandir(self._tmp):
+                if now - entry.stat().st_mtime > older_than:
+                    Path(entry.path).unlink(missing_ok=True)
+                    removed += 1
+            return removed
+
+        return await asyncio.to_thread(sweep)
+
+
+def _write_all(fd: int, batch: list[bytes]) -> int:
+    total = sum(len(b) for b in batch)
+    written = 0
+    views = [memoryview(b) for b in batch]
+    while written < total:
+        n = os.writev(fd, views)
+        written += n
+        # A short write (rare on files) leaves the rest to write again.
+        while n and views:
+            if n >= len(views[0]):
+                n -= len(views[0])
+                views.pop(0)
+            else:
+                views[0] = views[0][n:]
+                n = 0
+    return total
+
+
+def _finish(fd: int, tmp: Path, path: Path) -> None:
+    os.fsync(fd)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp.replace(path)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def _close(fd: int, discard: Path | None) -> None:
+    os.close(fd)
+    if discard is not None:
+        discard.unlink(missing_ok=True)

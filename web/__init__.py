@@ -1,0 +1,1 @@
+"""The HTTP face of the archive: app factory, routes, auth, errors, OpenAPI and pages."""

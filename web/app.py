@@ -1,0 +1,88 @@
+"""The application factory: settings in, a wired aiohttp app out.
+
+Each resource is an async generator in ``app.cleanup_ctx`` (set up, ``yield``, tear down), in
+dependency order, so start-up failures unwind what was opened and shutdown closes in reverse.
+"""
+
+import logging
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
+from aiohttp.web_request import BaseRequest
+
+from archive.backends import open_keyring, open_store
+from archive.clock import Clock, SystemClock
+from archive.db import Database
+from archive.service import Archive
+from archive.settings import Settings
+from web.auth import auth_middleware
+from web.errors import error_middleware
+from web.keys import (
+    ARCHIVE,
+    CLOCK,
+    DATABASE,
+    KEYRING,
+    OPENAPI,
+    REQUEST_ID,
+    ROUTE,
+    SETTINGS,
+    STORE,
+)
+from web.openapi import document
+from web.routes import add_routes
+
+access_log = logging.getLogger("archive.access")
+
+
+class AccessLogger(AbstractAccessLogger):
+    """One line per request with the route's name, never its query string or path values:
+    search filters carry phone numbers and emails, which must not reach the logs."""
+
+    def log(self, request: BaseRequest, response: web.StreamResponse, time: float) -> None:
+        self.logger.info(
+            "%s %s %s %.1fms request=%s", request.method, request.get(ROUTE, "-"),
+            response.status,
+            time * 1000, request.get(REQUEST_ID, "-"))
+
+
+async def _database(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    db = Database(settings.resolved_database_url)
+    try:
+        if settings.auto_migrate:
+            await db.upgrade()
+        app[DATABASE] = db
+        yield
+    finally:
+        await db.close()
+
+
+async def _store(app: web.Application) -> AsyncIterator[None]:
+    store = await open_store(app[SETTINGS])
+    app[STORE] = store
+    yield
+    await store.close()
+
+
+async def _keyring(app: web.Application) -> AsyncIterator[None]:
+    keys = await open_keyring(app[SETTINGS])
+    app[KEYRING] = keys
+    yield
+    await keys.close()
+
+
+async def _archive(app: web.Application) -> AsyncIterator[None]:
+    app[ARCHIVE] = Archive(app[DATABASE], app[STORE], app[KEYRING], app[CLOCK],
+                           app[SETTINGS].segment_size)
+    yield
+
+
+def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Application:
+    app = web.Application(middlewares=[error_middleware, auth_middleware])
+    app[SETTINGS] = settings
+    app[CLOCK] = clock or SystemClock()
+    app.cleanup_ctx.extend([_database, _store, _keyring, _archive])
+    add_routes(app)
+    app[OPENAPI] = document()
+    return app

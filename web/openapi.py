@@ -1,0 +1,110 @@
+"""The OpenAPI 3.1 document, built from the route table (web/routes.py) and the schemas here."""
+
+from functools import cache
+from typing import Any
+
+from web.routes import ENDPOINTS
+
+_STR = {"type": "string"}
+_NSTR = {"type": ["string", "null"]}
+_NTIME = {"type": ["string", "null"], "format": "date-time"}
+
+SCHEMAS: dict[str, Any] = {
+    "Problem": {
+        "type": "object",
+        "description": "An error (RFC 9457). 'errors' names every bad field.",
+        "required": ["type", "title", "status", "detail", "request_id"],
+        "properties": {
+            "type": _STR, "title": _STR, "status": {"type": "integer"}, "detail": _STR,
+            "request_id": _STR,
+            "errors": {"type": "array", "items": {
+                "type": "object", "required": ["field", "message"],
+                "properties": {"field": _STR, "message": _STR}}},
+        },
+    },
+    "Health": {"type": "object", "required": ["status"], "properties": {"status": _STR}},
+    "Readiness": {
+        "type": "object", "required": ["status", "checks"],
+        "properties": {
+            "status": {"enum": ["ready", "unavailable"]},
+            "checks": {"type": "object", "properties": {
+                "index": _STR, "store": _STR, "keyring": _STR}},
+        },
+    },
+    "Identity": {
+        "type": "object", "required": ["tenant", "role", "token_id"],
+        "properties": {"tenant": _STR, "role": _STR, "token_id": {"type": "string",
+                                                                 "format": "uuid"}},
+    },
+    "Item": {
+        "type": "object",
+        "required": ["id", "tenant", "channel", "external_id", "status", "started_at",
+                     "media", "retention", "holds"],
+        "properties": {
+            "id": {"type": "string", "format": "uuid"},
+            "tenant": _STR,
+            "channel": {"enum": ["call", "chat"]},
+            "external_id": _STR,
+            "status": {"enum": ["active", "purged", "erased"]},
+            "started_at": {"type": "string", "format": "date-time"},
+            "ended_at": _NTIME,
+            "duration": {"type": ["number", "null"]},
+            "direction": _NSTR,
+            "caller_number": {**_NSTR, "description": "E.164"},
+            "called_number": {**_NSTR, "description": "E.164"},
+            "agent_id": _NSTR, "agent_extension": _NSTR, "service": _NSTR, "queue": _NSTR,
+            "customer": {"type": "object", "properties": {
+                "name": _NSTR, "email": _NSTR, "postcode": _NSTR}},
+            "special_category": {"type": "boolean"},
+            "tags": {"type": "array", "items": _STR},
+            "media": {"type": "object", "properties": {
+                "type": _NSTR, "size": {"type": ["integer", "null"]}, "sha256": _NSTR}},
+            "retention": {"type": "object", "properties": {
+                "retain_until": _NTIME, "basis": {"type": ["object", "null"]}}},
+            "holds": {"type": "array", "items": _STR,
+                      "description": "Case references of the active holds"},
+            "created_at": {"type": "string", "format": "date-time"},
+        },
+    },
+}
+
+
+def _problem(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {
+        "application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}}
+
+
+@cache
+def document() -> dict[str, Any]:
+    paths: dict[str, dict[str, Any]] = {}
+    for e in ENDPOINTS:
+        op: dict[str, Any] = {"operationId": e.name, "summary": e.summary, **e.spec}
+        responses = dict(op.get("responses", {}))
+        if e.roles is None:
+            op["security"] = []
+        else:
+            op["x-roles"] = sorted(r.value for r in e.roles)
+            op["description"] = "Roles: " + ", ".join(op["x-roles"]) + "."
+            responses.setdefault("401", {"$ref": "#/components/responses/Unauthorized"})
+            responses.setdefault("403", {"$ref": "#/components/responses/Forbidden"})
+        op["responses"] = responses
+        paths.setdefault(e.path, {})[e.method.lower()] = op
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Contact-centre archive API", "version": "1",
+                 "description": "Call recordings and webchat transcripts: ingest, retrieval, "
+                                "legal holds and lifecycle. Errors are application/problem+json."},
+        "servers": [{"url": "/"}],
+        "security": [{"bearer": []}],
+        "paths": paths,
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
+                                           "description": "A token from 'archive tokens create'"}},
+            "schemas": SCHEMAS,
+            "responses": {
+                "Unauthorized": _problem("No valid token"),
+                "Forbidden": _problem("The token's role may not do this"),
+                "NotFound": _problem("No such resource for this tenant"),
+            },
+        },
+    }

@@ -1,0 +1,60 @@
+"""Reading items (more of retrieval comes with the retrieval issue)."""
+
+from typing import Any
+
+from aiohttp import web
+
+from archive import audit
+from archive.errors import ForbiddenError, NotFoundError
+from archive.ids import parse_uuid
+from archive.models import Channel, Item, Role
+from web.keys import ARCHIVE, DATABASE, principal
+
+
+def item_json(item: Item, holds: list[str]) -> dict[str, Any]:
+    """The public view of an item: metadata, media facts, retention and holds."""
+    return {
+        "id": str(item.id),
+        "tenant": item.tenant,
+        "channel": item.channel,
+        "external_id": item.external_id,
+        "status": item.status,
+        "started_at": item.started_at.isoformat(),
+        "ended_at": item.ended_at.isoformat() if item.ended_at else None,
+        "duration": item.duration,
+        "direction": item.direction,
+        "caller_number": item.caller_number,
+        "called_number": item.called_number,
+        "agent_id": item.agent_id,
+        "agent_extension": item.agent_extension,
+        "service": item.service,
+        "queue": item.queue,
+        "customer": {"name": item.customer_name, "email": item.customer_email,
+                     "postcode": item.customer_postcode},
+        "special_category": item.special_category,
+        "tags": item.tags or [],
+        "media": {"type": item.media_type, "size": item.plain_size, "sha256": item.sha256,
+                  **(item.media or {})},
+        "retention": {"retain_until": item.retain_until.isoformat() if item.retain_until
+                      else None, "basis": item.retention_basis},
+        "holds": holds,
+        "created_at": item.created_at.isoformat(),
+    }
+
+
+async def get_item(request: web.Request) -> web.Response:
+    who = principal(request)
+    item_id = parse_uuid(request.match_info["item_id"])
+    if item_id is None:
+        raise NotFoundError(f"no item {request.match_info['item_id']!r}")
+    archive = request.app[ARCHIVE]
+    item = await archive.get(who.tenant, item_id)
+    if who.role == Role.QUALITY and item.channel != Channel.CALL.value:
+        raise ForbiddenError("quality monitors may read calls only")
+    holds = await archive.active_holds(who.tenant, item.id)
+    async with request.app[DATABASE].session() as session:
+        await audit.append(session, tenant=who.tenant, at=archive.clock.now(), actor=who.actor,
+                           role=who.role.value, action="item.view", item_id=item.id,
+                           detail={"purpose": request.headers.get("X-Purpose", "")[:200]})
+        await session.commit()
+    return web.json_response(item_json(item, holds))
