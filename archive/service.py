@@ -238,7 +238,8 @@ class Archive:
             key = await self.keys.unwrap(item.tenant, WrappedKey(item.kek_id, item.wrapped_key),
                                          str(item.id))
             async for chunk in crypto.decrypt_range(
-                self.store, item.object_key, key, item.id.bytes, item.plain_size, start, end
+                self.store, item.object_key, key=key, aad=item.id.bytes,
+                plain_size=item.plain_size, start=start, end=end,
             ):
                 yield chunk
         except StorageError as exc:

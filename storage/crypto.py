@@ -21,6 +21,7 @@ import os
 import struct
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import TypeAlias
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -39,6 +40,8 @@ DEFAULT_SEGMENT_SIZE = 64 * 1024
 MIN_SEGMENT_SIZE = 1024
 MAX_SEGMENT_SIZE = 16 * 1024 * 1024
 _MAX_SEGMENTS = 2**32
+
+Buffer: TypeAlias = bytes | bytearray | memoryview
 
 
 def new_data_key() -> bytes:
@@ -93,10 +96,10 @@ class _Sealer:
             raise ValueError("object has too many segments")
         return self._prefix + struct.pack(">IB", index, 1 if last else 0)
 
-    def seal(self, plaintext: bytes | memoryview, index: int, last: bool) -> bytes:
+    def seal(self, plaintext: Buffer, index: int, last: bool) -> bytes:
         return self._aead.encrypt(self._nonce(index, last), plaintext, self._aad)
 
-    def open(self, ciphertext: bytes | memoryview, index: int, last: bool) -> bytes:
+    def open(self, ciphertext: Buffer, index: int, last: bool) -> bytes:
         try:
             return self._aead.decrypt(self._nonce(index, last), ciphertext, self._aad)
         except InvalidTag:
@@ -104,6 +107,44 @@ class _Sealer:
                 f"segment {index} failed authentication: the object was altered, "
                 "truncated, or belongs to another item"
             ) from None
+
+
+class _Segmenter:
+    """Cuts a byte stream into ``size``-byte segments, holding back the one that may be last.
+
+    A full segment is released only once more bytes arrive, since only the end of the stream
+    says which segment is the last. Segments that lie whole inside an incoming chunk are handed
+    out as views of it, without copying; only a segment that straddles chunks is assembled.
+    """
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._held: Buffer | None = None  # a full segment that may turn out to be the last
+        self._part = bytearray()  # the start of a segment whose rest has not arrived
+
+    def feed(self, chunk: bytes) -> list[Buffer]:
+        """Take ``chunk``; return the segments now known not to be the last, in order."""
+        # A view of an immutable chunk is safe to keep; anything else is copied once.
+        view = memoryview(chunk if isinstance(chunk, bytes) else bytes(chunk))
+        size = self._size
+        ready: list[Buffer] = []
+        while view:
+            if self._held is not None:
+                ready.append(self._held)
+                self._held = None
+            if not self._part and len(view) >= size:
+                self._held, view = view[:size], view[size:]
+                continue
+            take = size - len(self._part)
+            self._part += view[:take]
+            view = view[take:]
+            if len(self._part) == size:
+                self._held, self._part = self._part, bytearray()
+        return ready
+
+    def finish(self) -> Buffer:
+        """The last segment: the held full one, else the partial one (empty if nothing came)."""
+        return self._held if self._held is not None else self._part
 
 
 async def encrypt(
@@ -114,30 +155,20 @@ async def encrypt(
 ) -> AsyncIterator[bytes]:
     """Yield the encrypted object for the plaintext ``chunks``: header, then sealed segments.
 
-    At most one segment plus one incoming chunk is held at a time. A full segment is sealed only
-    once more bytes arrive, since only the end of the stream says which segment is the last.
+    At most one incoming chunk, one held segment and one sealed segment are held at a time.
     """
     if not MIN_SEGMENT_SIZE <= segment_size <= MAX_SEGMENT_SIZE:
         raise ValueError(f"segment size must be {MIN_SEGMENT_SIZE}..{MAX_SEGMENT_SIZE} bytes")
     header = Header(segment_size, os.urandom(PREFIX_SIZE))
     sealer = _Sealer(key, header, aad)
     yield header.pack()
-    size = segment_size
-    buf = bytearray()
+    segments = _Segmenter(segment_size)
     index = 0
     async for chunk in chunks:
-        buf += chunk
-        if len(buf) <= size:
-            continue
-        full = (len(buf) - 1) // size  # keep >= 1 byte back: it may belong to the last segment
-        with memoryview(buf) as view:
-            sealed = [sealer.seal(view[k * size : (k + 1) * size], index + k, False)
-                      for k in range(full)]
-        del buf[: full * size]
-        index += full
-        for segment in sealed:
-            yield segment
-    yield sealer.seal(bytes(buf), index, True)
+        for plain in segments.feed(chunk):
+            yield sealer.seal(plain, index, False)
+            index += 1
+    yield sealer.seal(segments.finish(), index, True)
 
 
 async def decrypt(key: bytes, aad: bytes, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
@@ -146,39 +177,35 @@ async def decrypt(key: bytes, aad: bytes, chunks: AsyncIterator[bytes]) -> Async
     Raises ``IntegrityError`` at the first segment that fails, so a caller streaming to a client
     must treat the error as the end of a broken response.
     """
-    buf = bytearray()
+    head = bytearray()
     sealer: _Sealer | None = None
-    size = 0
+    segments = _Segmenter(MIN_SEGMENT_SIZE)  # replaced once the header names the size
     index = 0
     async for chunk in chunks:
-        buf += chunk
         if sealer is None:
-            if len(buf) < HEADER_SIZE:
+            head += chunk
+            if len(head) < HEADER_SIZE:
                 continue
-            header = Header.parse(bytes(buf[:HEADER_SIZE]))
-            del buf[:HEADER_SIZE]
+            header = Header.parse(bytes(head[:HEADER_SIZE]))
             sealer = _Sealer(key, header, aad)
-            size = header.segment_size + TAG_SIZE
-        if len(buf) <= size:
-            continue
-        full = (len(buf) - 1) // size
-        with memoryview(buf) as view:
-            opened = [sealer.open(view[k * size : (k + 1) * size], index + k, False)
-                      for k in range(full)]
-        del buf[: full * size]
-        index += full
-        for plain in opened:
-            yield plain
+            segments = _Segmenter(header.segment_size + TAG_SIZE)
+            chunk = bytes(head[HEADER_SIZE:])  # noqa: PLW2901  # the rest of the first chunks
+            del head
+        for sealed in segments.feed(chunk):
+            yield sealer.open(sealed, index, False)
+            index += 1
     if sealer is None:
         raise IntegrityError("encrypted object is shorter than its header")
-    if len(buf) < TAG_SIZE:
+    last = segments.finish()
+    if len(last) < TAG_SIZE:
         raise IntegrityError("encrypted object is truncated")
-    yield sealer.open(bytes(buf), index, True)
+    yield sealer.open(last, index, True)
 
 
-async def decrypt_range(  # noqa: PLR0917  # archive/service.py passes these positionally
+async def decrypt_range(
     store: BlobStore,
     object_key: str,
+    *,
     key: bytes,
     aad: bytes,
     plain_size: int,
@@ -187,9 +214,11 @@ async def decrypt_range(  # noqa: PLR0917  # archive/service.py passes these pos
 ) -> AsyncIterator[bytes]:
     """Yield plaintext bytes ``[start, end)`` of an object of ``plain_size`` bytes.
 
-    Reads the header, then only the segments that hold the range, and opens each alone; the
-    segment holding the last byte of the object is opened as the last segment, so a truncated
-    object fails even when the range does not reach its end.
+    Reads the header, then only the segments that hold the range, and opens each alone. Every
+    segment read is authenticated, and the one holding the object's last byte (by the index's
+    ``plain_size``) is opened as the last, so a range that reaches a cut or altered segment fails.
+    A range that lies wholly before a cut still reads: only a full ``decrypt`` proves the whole
+    object intact (the scrubber's job).
     """
     end = plain_size if end is None else min(end, plain_size)
     if start < 0 or start >= end:

@@ -95,6 +95,7 @@ class LocalKeyring:
         self._path = path
         self._keys: dict[str, dict[str, bytes]] = {}
         self._current: dict[str, str] = {}
+        self._mtime_ns = 0
 
     @contextmanager
     def _locked(self) -> Iterator[None]:
@@ -108,16 +109,33 @@ class LocalKeyring:
 
     def _load(self) -> None:
         try:
+            self._mtime_ns = self._path.stat().st_mtime_ns
             raw = json.loads(self._path.read_text())
         except FileNotFoundError:
+            self._mtime_ns = 0
             raw = {"format": 1, "tenants": {}}
         except (OSError, ValueError) as exc:
             raise KeyringError(f"keyring file {self._path} is unreadable: {exc}") from None
-        self._keys = {
-            t: {v: base64.b64decode(k) for v, k in entry["keys"].items()}
-            for t, entry in raw["tenants"].items()
-        }
-        self._current = {t: entry["current"] for t, entry in raw["tenants"].items()}
+        try:
+            keys = {
+                t: {str(v): base64.b64decode(k, validate=True) for v, k in entry["keys"].items()}
+                for t, entry in raw["tenants"].items()
+            }
+            current = {t: str(entry["current"]) for t, entry in raw["tenants"].items()}
+        except (KeyError, TypeError, AttributeError, ValueError):
+            raise KeyringError(f"keyring file {self._path} is not a keyring") from None
+        if any(current[t] not in keys[t] for t in current):
+            raise KeyringError(f"keyring file {self._path} names a missing current key")
+        self._keys, self._current = keys, current
+
+    def _reload_if_changed(self) -> None:
+        """Pick up versions another process added (a rotation) before choosing a key to wrap."""
+        try:
+            mtime = self._path.stat().st_mtime_ns
+        except FileNotFoundError:
+            mtime = 0
+        if mtime != self._mtime_ns:
+            self._load()
 
     def _save(self) -> None:
         doc = {
@@ -180,6 +198,7 @@ class LocalKeyring:
 
     async def current_kek_id(self, tenant: str) -> str:
         check_tenant(tenant)
+        await asyncio.to_thread(self._reload_if_changed)
         if tenant in self._current:
             return self._kek_id(tenant, self._current[tenant])
         return await asyncio.to_thread(self._add_version, tenant, True)
