@@ -10,9 +10,10 @@ import argparse
 import asyncio
 import logging
 import os
+import signal
 import sys
 import uuid
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
 from datetime import timedelta
 from pathlib import Path
@@ -113,8 +114,15 @@ async def cmd_tenants_create(args: argparse.Namespace, settings: Settings) -> in
     async with _database(settings) as db, db.session() as session:
         created = await tokens.ensure_tenant(session, args.tenant, SystemClock().now(),
                                              args.name or "")
+        tenant = await session.get(Tenant, args.tenant)
+        assert tenant is not None
+        if args.media_policy:
+            tenant.media_policy = args.media_policy
+            session.add(tenant)
         await session.commit()
     _err(f"created tenant {args.tenant}" if created else f"tenant {args.tenant} exists")
+    if args.media_policy:
+        _err(f"tenant {args.tenant} keeps call audio as: {args.media_policy}")
     return 0
 
 
@@ -123,7 +131,7 @@ async def cmd_tenants_list(args: argparse.Namespace, settings: Settings) -> int:
 
     async with _database(settings) as db, db.session() as session:
         for t in (await session.exec(select(Tenant).order_by(Tenant.id))).all():
-            print(f"{t.id}\t{t.name}")
+            print(f"{t.id}\t{t.media_policy}\t{t.name}")
     return 0
 
 
@@ -194,6 +202,63 @@ async def cmd_audit_verify(args: argparse.Namespace, settings: Settings) -> int:
     return 1 if broken else 0
 
 
+async def _until_signalled(run: Callable[[asyncio.Event], Awaitable[object]]) -> object:
+    """Run an importer until it ends or SIGTERM/SIGINT asks it to stop between files."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        return await run(stop)
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+
+
+async def cmd_ingest_spool(args: argparse.Namespace, settings: Settings) -> int:
+    from ingest.runtime import open_ingestor
+    from ingest.spool import run_spool
+
+    async with open_ingestor(settings) as ingestor:
+        report = await _until_signalled(lambda stop: run_spool(
+            ingestor, args.folder, tenant=args.tenant, once=args.once, interval=args.interval,
+            settle=args.settle, keep_audio=args.keep_audio, stop=stop))
+    print(report)
+    return 0
+
+
+async def cmd_ingest_s3(args: argparse.Namespace, settings: Settings) -> int:
+    from ingest.runtime import open_ingestor
+    from ingest.s3drop import run_s3_drop
+
+    async with open_ingestor(settings) as ingestor:
+        report = await _until_signalled(lambda stop: run_s3_drop(
+            ingestor, args.url, tenant=args.tenant,
+            endpoint_url=args.endpoint_url or settings.s3_endpoint_url or None,
+            region=args.region or settings.s3_region, once=args.once,
+            interval=args.interval, after=args.after, stop=stop))
+    print(report)
+    return 0
+
+
+async def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
+    from ingest.legacy import ImportReport, run_import
+    from ingest.runtime import open_ingestor
+
+    async with open_ingestor(settings) as ingestor:
+        report = await _until_signalled(lambda stop: run_import(
+            ingestor, args.folder, args.manifest, tenant=args.tenant,
+            checkpoint=args.checkpoint or args.manifest.with_name(
+                args.manifest.name + ".checkpoint.json"),
+            progress=sys.stderr, concurrency=args.concurrency,
+            stop=stop))
+    assert isinstance(report, ImportReport)
+    print(report)
+    for row in report.failed:
+        print(f"  row {row.row}: {row.reason}")
+    return 1 if report.failed else 0
+
+
 # -- parsing ----------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
@@ -212,12 +277,22 @@ def build_parser() -> argparse.ArgumentParser:
                                      description="Call recording and webchat archive.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    def add(name: str, fn: Command, help_text: str,
-            parent: "argparse._SubParsersAction[argparse.ArgumentParser]" = sub
+    def add(name: str, fn: Command, help_text: str, parent: Any = sub
             ) -> argparse.ArgumentParser:
-        p = parent.add_parser(name, parents=[common], help=help_text, description=help_text)
+        p: argparse.ArgumentParser = parent.add_parser(
+            name, parents=[common], help=help_text, description=help_text)
         p.set_defaults(fn=fn)
         return p
+
+    _admin_commands(sub, add)
+    _ingest_commands(sub, add)
+    return parser
+
+
+Adder = Callable[..., argparse.ArgumentParser]
+
+
+def _admin_commands(sub: Any, add: Adder) -> None:
 
     serve = add("serve", cmd_serve, "run the HTTP service")
     serve.add_argument("--host")
@@ -228,9 +303,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     ten = sub.add_parser("tenants", help="tenants").add_subparsers(dest="tenants",
                                                                    required=True)
-    p = add("create", cmd_tenants_create, "create a tenant", ten)
+    p = add("create", cmd_tenants_create,
+            "create a tenant, or change its settings if it exists", ten)
     p.add_argument("tenant")
     p.add_argument("--name")
+    p.add_argument("--media-policy", choices=["original", "opus", "both"],
+                   help="keep call audio as received (default), as Ogg/Opus, or both")
     add("list", cmd_tenants_list, "list tenants", ten)
 
     tok = sub.add_parser("tokens", help="API tokens").add_subparsers(dest="tokens",
@@ -257,7 +335,40 @@ def build_parser() -> argparse.ArgumentParser:
     aud = sub.add_parser("audit", help="audit log").add_subparsers(dest="audit", required=True)
     p = add("verify", cmd_audit_verify, "verify the audit hash chains; exit 1 if broken", aud)
     p.add_argument("--tenant")
-    return parser
+
+
+def _ingest_commands(sub: Any, add: Adder) -> None:
+    ing = sub.add_parser("ingest", help="importers for systems that write files").add_subparsers(
+        dest="ingest", required=True)
+    p = add("spool", cmd_ingest_spool,
+            "archive NAME.wav + NAME.json pairs dropped in a folder (see README.md)",
+            ing)
+    p.add_argument("folder", type=Path)
+    p.add_argument("--tenant", required=True)
+    p.add_argument("--once", action="store_true", help="one pass, then exit")
+    p.add_argument("--interval", type=float, default=2.0, help="seconds between passes")
+    p.add_argument("--settle", type=float, default=2.0,
+                   help="seconds a pair must be unchanged before it is taken")
+    p.add_argument("--keep-audio", action="store_true",
+                   help="move archived audio to done/ instead of deleting it")
+    p = add("s3", cmd_ingest_s3, "archive pairs dropped in an S3 bucket", ing)
+    p.add_argument("url", help="s3://bucket/prefix/")
+    p.add_argument("--tenant", required=True)
+    p.add_argument("--endpoint-url", help="S3 endpoint (default: setting s3_endpoint_url)")
+    p.add_argument("--region")
+    p.add_argument("--once", action="store_true", help="one pass, then exit")
+    p.add_argument("--interval", type=float, default=10.0, help="seconds between passes")
+    p.add_argument("--after", choices=["delete", "tag"], default="delete",
+                   help="what to do with archived objects")
+
+    p = add("import", cmd_import,
+            "migrate a legacy archive: files under FOLDER listed in a CSV manifest")
+    p.add_argument("folder", type=Path)
+    p.add_argument("--manifest", type=Path, required=True)
+    p.add_argument("--tenant", required=True)
+    p.add_argument("--checkpoint", type=Path,
+                   help="resume file (default: MANIFEST.checkpoint.json beside it)")
+    p.add_argument("--concurrency", type=int, default=4)
 
 
 def main(argv: list[str] | None = None) -> int:

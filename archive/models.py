@@ -78,6 +78,10 @@ class Tenant(SQLModel, table=True):
     id: str = Field(primary_key=True, max_length=63)
     name: str = Field(max_length=200)
     created_at: datetime = _ts()
+    # What a call recording is kept as: "original" (the bytes received: lossless evidence),
+    # "opus" (an Ogg/Opus rendition, ~16x smaller) or "both".
+    media_policy: str = Field(default="original", max_length=16,
+                              sa_column_kwargs={"server_default": "original"})
 
 
 # Fields of an item that identify a person; destruction sets each to None.
@@ -135,6 +139,14 @@ class Item(SQLModel, table=True):
     stored_size: int | None = Field(default=None, sa_type=sa.BigInteger)
     sha256: str | None = Field(default=None, max_length=64)  # of the plaintext stored
     media: dict[str, Any] | None = Field(default=None, sa_type=sa.JSON)  # codec, rate, ...
+    # Further objects of the item by kind ("original": the evidence kept beside a rendition),
+    # each {"object_key", "media_type", "size", "stored_size", "sha256"}.
+    objects: dict[str, Any] | None = Field(default=None, sa_type=sa.JSON)
+    # What the producer sent (hash and size of the bytes received), and the hash of that plus
+    # the normalised metadata: a retry with the same content_hash is the same upload.
+    source_sha256: str | None = Field(default=None, max_length=64)
+    source_size: int | None = Field(default=None, sa_type=sa.BigInteger)
+    content_hash: str | None = Field(default=None, max_length=64)
     wrapped_key: bytes | None = Field(default=None, sa_type=sa.LargeBinary)
     kek_id: str | None = Field(default=None, max_length=300)
     # Retention

@@ -12,6 +12,7 @@ import hashlib
 import logging
 import uuid
 from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -20,7 +21,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError as SAIntegrityError
 from sqlmodel import col, select
 
-from archive import audit
+from archive import audit, retention
 from archive.clock import Clock
 from archive.db import Database
 from archive.errors import (
@@ -58,9 +59,12 @@ log = logging.getLogger(__name__)
 # Optional item columns a producer may set; everything else is the service's to fill in.
 ITEM_FIELDS = frozenset({
     "ended_at", "duration", "direction", "caller_number", "called_number", "agent_id",
-    "agent_extension", "service", "queue", "customer_name", "customer_email",
+    "agent_extension", "service", "queue", "customer_name", "customer_name_key", "customer_email",
     "customer_postcode", "special_category", "tags", "extra", "media",
 })
+# Fields only the writer sets, from what it learns while storing.
+WRITER_FIELDS = frozenset({"source_sha256", "source_size", "content_hash", "retain_until",
+                           "retention_basis"})
 REWRAP_BATCH = 500
 
 
@@ -83,6 +87,30 @@ def object_key(tenant: str, channel: str, started_at: datetime, item_id: uuid.UU
     return f"{tenant}/{channel}/{day:%Y/%m/%d}/{item_id}"
 
 
+MEDIA = "media"  # the object that is played or shown; further kinds live in Item.objects
+
+
+def object_key_of(item: Item, kind: str) -> str:
+    """Where an object of the item is stored: its media at ``item.object_key``, others beside
+    it with the kind as suffix."""
+    assert item.object_key is not None
+    return item.object_key if kind == MEDIA else f"{item.object_key}.{kind}"
+
+
+def check_fields(fields: Mapping[str, Any]) -> None:
+    unknown = set(fields) - ITEM_FIELDS
+    if unknown:
+        raise ValueError(f"not item fields: {sorted(unknown)}")
+
+
+class DuplicateItemError(ConflictError):
+    """An item with this external id already exists."""
+
+    def __init__(self, existing: Item) -> None:
+        super().__init__(f"an item with external_id {existing.external_id!r} already exists")
+        self.existing = existing
+
+
 @dataclass(frozen=True, slots=True)
 class Actor:
     """Who does something, as the audit log records it."""
@@ -92,6 +120,47 @@ class Actor:
 
 
 SYSTEM = Actor("system", "system")
+
+
+class ItemWriter:
+    """Stores the objects of one pending item (see ``Archive.writer``)."""
+
+    def __init__(self, archive: "Archive", item: Item, data_key: bytes) -> None:
+        self.archive = archive
+        self.item = item
+        self._data_key = data_key
+        self.kinds: set[str] = set()
+
+    async def store(self, kind: str, media_type: str, chunks: AsyncIterator[bytes]) -> None:
+        """Encrypt and store one object of the item, recording its size and SHA-256.
+        Objects of different kinds may be stored concurrently."""
+        if kind in self.kinds:
+            raise ValueError(f"object {kind!r} stored twice")
+        self.kinds.add(kind)
+        size, digest = await self.archive._store_object(self.item, self._data_key, kind, chunks)
+        stored = crypto.ciphertext_size(size, self.archive.segment_size)
+        if kind == MEDIA:
+            self.item.media_type = media_type
+            self.item.plain_size, self.item.sha256, self.item.stored_size = size, digest, stored
+        else:
+            self.item.objects = {**(self.item.objects or {}), kind: {
+                "media_type": media_type, "size": size, "stored_size": stored,
+                "sha256": digest}}
+
+    def describe(self, kind: str, media_type: str) -> None:
+        """Name an object's media type once it is known (after a probe of what was stored)."""
+        if kind == MEDIA:
+            self.item.media_type = media_type
+        else:
+            objects = dict(self.item.objects or {})
+            objects[kind] = {**objects[kind], "media_type": media_type}
+            self.item.objects = objects
+
+    def set(self, **fields: Any) -> None:
+        """Set item fields learnt while storing (media facts, duration, source hash...)."""
+        check_fields({k: v for k, v in fields.items() if k not in WRITER_FIELDS})
+        for name, value in fields.items():
+            setattr(self.item, name, value)
 
 
 class Archive:
@@ -113,6 +182,47 @@ class Archive:
 
     # -- writing -------------------------------------------------------------------------------
 
+    @asynccontextmanager
+    async def writer(
+        self,
+        *,
+        tenant: str,
+        channel: Channel,
+        external_id: str,
+        started_at: datetime,
+        actor: Actor,
+        fields: Mapping[str, Any] | None = None,
+    ) -> AsyncIterator["ItemWriter"]:
+        """Write one item whole, or nothing (see the module docstring).
+
+        Inside the block, store the item's objects (``media`` is required) and set fields
+        learnt while storing (duration, codec...); on leaving it the item becomes ``active``.
+        Any exception, or cancellation, removes every object written and the row.
+        """
+        check_fields(fields or {})
+        now = self.clock.now()
+        item_id = uuid7()
+        data_key = crypto.new_data_key()
+        try:
+            wrapped = await self.keys.wrap(tenant, data_key, str(item_id))
+        except KeyringError as exc:
+            raise translate_storage_error(exc) from exc
+        item = Item(
+            id=item_id, tenant=tenant, channel=channel.value, external_id=external_id,
+            status=ItemStatus.PENDING.value, started_at=started_at,
+            object_key=object_key(tenant, channel.value, started_at, item_id),
+            wrapped_key=wrapped.blob, kek_id=wrapped.kek_id,
+            created_at=now, updated_at=now, **dict(fields or {}),
+        )
+        await self._insert_pending(item)
+        writer = ItemWriter(self, item, data_key)
+        try:
+            yield writer
+            await self._activate(writer, actor)
+        except BaseException:
+            await asyncio.shield(self._discard(item, writer.kinds))
+            raise
+
     async def put(
         self,
         *,
@@ -125,63 +235,36 @@ class Archive:
         actor: Actor,
         fields: Mapping[str, Any] | None = None,
     ) -> Item:
-        """Store one item whole, or nothing. See the module docstring for the steps."""
-        unknown = set(fields or {}) - ITEM_FIELDS
-        if unknown:
-            raise ValueError(f"not item fields: {sorted(unknown)}")
-        now = self.clock.now()
-        item_id = uuid7()
-        key = crypto.new_data_key()
-        try:
-            wrapped = await self.keys.wrap(tenant, key, str(item_id))
-        except KeyringError as exc:
-            raise translate_storage_error(exc) from exc
-        item = Item(
-            id=item_id, tenant=tenant, channel=channel.value, external_id=external_id,
-            status=ItemStatus.PENDING.value, started_at=started_at,
-            object_key=object_key(tenant, channel.value, started_at, item_id),
-            media_type=media_type, wrapped_key=wrapped.blob, kek_id=wrapped.kek_id,
-            created_at=now, updated_at=now, **dict(fields or {}),
-        )
+        """Store an item with one object (its media): the common case."""
+        async with self.writer(tenant=tenant, channel=channel, external_id=external_id,
+                               started_at=started_at, actor=actor, fields=fields) as w:
+            await w.store(MEDIA, media_type, chunks)
+        return w.item
+
+    async def _insert_pending(self, item: Item) -> None:
         async with self.db.session() as session:
             session.add(item)
             try:
                 await session.commit()
             except SAIntegrityError:
                 await session.rollback()
-                if await self._find_external(session, tenant, channel, external_id) is None:
+                existing = await self.find_external(
+                    item.tenant, Channel(item.channel), item.external_id)
+                if existing is None:
                     raise  # not a duplicate: a broken invariant (no such tenant, say)
-                raise ConflictError(
-                    f"an item with external_id {external_id!r} already exists") from None
-        try:
-            size, digest = await self._store_object(item, key, chunks)
-            async with self.db.session() as session:
-                item.status = ItemStatus.ACTIVE.value
-                item.plain_size = size
-                item.sha256 = digest
-                item.stored_size = crypto.ciphertext_size(size, self.segment_size)
-                item.updated_at = self.clock.now()
-                session.add(item)
-                await audit.append(session, tenant=tenant, at=item.updated_at, actor=actor.name,
-                                   role=actor.role, action="item.ingest", item_id=item.id,
-                                   detail={"channel": item.channel, "size": size})
-                await session.commit()
-        except BaseException:
-            await asyncio.shield(self._discard(item))
-            raise
-        return item
+                raise DuplicateItemError(existing) from None
 
-    @staticmethod
-    async def _find_external(
-        session: Any, tenant: str, channel: Channel, external_id: str
+    async def find_external(
+        self, tenant: str, channel: Channel, external_id: str
     ) -> Item | None:
-        stmt = select(Item).where(Item.tenant == tenant, Item.channel == channel.value,
-                                  Item.external_id == external_id)
-        found: Item | None = (await session.exec(stmt)).first()
-        return found
+        """The item a producer stored under ``external_id``, whatever its status."""
+        async with self.db.session() as session:
+            stmt = select(Item).where(Item.tenant == tenant, Item.channel == channel.value,
+                                      Item.external_id == external_id)
+            return (await session.exec(stmt)).first()
 
     async def _store_object(
-        self, item: Item, key: bytes, chunks: AsyncIterator[bytes]
+        self, item: Item, data_key: bytes, kind: str, chunks: AsyncIterator[bytes]
     ) -> tuple[int, str]:
         hasher = hashlib.sha256()
         size = 0
@@ -193,20 +276,39 @@ class Archive:
                 size += len(chunk)
                 yield chunk
 
-        assert item.object_key is not None
+        key = crypto.derive_object_key(data_key, kind)
         sealed = crypto.encrypt(key, item.id.bytes, hashed(), self.segment_size)
         try:
-            await self.store.put(item.object_key, sealed)
+            await self.store.put(object_key_of(item, kind), sealed)
         except StorageError as exc:
             raise translate_storage_error(exc) from exc
         return size, hasher.hexdigest()
 
-    async def _discard(self, item: Item) -> None:
-        """Undo a failed put: delete the object, then the row. What fails here the sweeper
+    async def _activate(self, writer: "ItemWriter", actor: Actor) -> None:
+        item = writer.item
+        if MEDIA not in writer.kinds:
+            raise ValueError("an item cannot be activated without its media object")
+        if item.retain_until is None:
+            basis = retention.default_basis(Channel(item.channel))
+            item.retention_basis = basis
+            item.retain_until = retention.retain_until(item.started_at, item.ended_at,
+                                                       basis["days"])
+        item.status = ItemStatus.ACTIVE.value
+        item.updated_at = self.clock.now()
+        async with self.db.session() as session:
+            session.add(item)
+            await audit.append(session, tenant=item.tenant, at=item.updated_at,
+                               actor=actor.name, role=actor.role, action="item.ingest",
+                               item_id=item.id,
+                               detail={"channel": item.channel, "size": item.plain_size})
+            await session.commit()
+
+    async def _discard(self, item: Item, kinds: set[str]) -> None:
+        """Undo a failed write: delete its objects, then the row. What fails here the sweeper
         finishes, since the row stays ``pending``."""
         try:
-            assert item.object_key is not None
-            await self.store.delete(item.object_key)
+            for kind in sorted(kinds | {MEDIA}):
+                await self.store.delete(object_key_of(item, kind))
             async with self.db.session() as session:
                 await session.exec(
                     sa.delete(Item).where(col(Item.id) == item.id,
@@ -227,19 +329,24 @@ class Archive:
             raise NotFoundError(f"no item {item_id}")
         return item
 
-    async def read(self, item: Item, start: int = 0, end: int | None = None
-                   ) -> AsyncIterator[bytes]:
-        """Yield the item's plaintext ``[start, end)``, decrypting only the segments needed."""
+    async def read(self, item: Item, start: int = 0, end: int | None = None,
+                   kind: str = MEDIA) -> AsyncIterator[bytes]:
+        """Yield plaintext ``[start, end)`` of one of the item's objects (its media unless
+        ``kind`` names another), decrypting only the segments needed."""
         if item.status != ItemStatus.ACTIVE.value or item.wrapped_key is None:
             raise NotFoundError(f"item {item.id} has no content: it was destroyed")
-        assert item.object_key is not None and item.kek_id is not None
-        assert item.plain_size is not None
+        assert item.kek_id is not None
+        size = item.plain_size if kind == MEDIA else (item.objects or {}).get(kind, {}).get(
+            "size")
+        if size is None:
+            raise NotFoundError(f"item {item.id} has no {kind} object")
         try:
-            key = await self.keys.unwrap(item.tenant, WrappedKey(item.kek_id, item.wrapped_key),
-                                         str(item.id))
+            data_key = await self.keys.unwrap(
+                item.tenant, WrappedKey(item.kek_id, item.wrapped_key), str(item.id))
             async for chunk in crypto.decrypt_range(
-                self.store, item.object_key, key=key, aad=item.id.bytes,
-                plain_size=item.plain_size, start=start, end=end,
+                self.store, object_key_of(item, kind),
+                key=crypto.derive_object_key(data_key, kind), aad=item.id.bytes,
+                plain_size=size, start=start, end=end,
             ):
                 yield chunk
         except StorageError as exc:
@@ -324,7 +431,7 @@ class Archive:
                 id=uuid7(), item_id=item.id, tenant=tenant, channel=item.channel, reason=reason,
                 retention_basis=item.retention_basis, retain_until=item.retain_until,
                 destroyed_at=now, stored_sha256=item.sha256, actor=actor.name)
-            obj = item.object_key
+            objects = [object_key_of(item, k) for k in sorted({MEDIA, *(item.objects or {})})]
             item.wrapped_key = None
             item.kek_id = None
             for name in PERSONAL_FIELDS:
@@ -337,7 +444,7 @@ class Archive:
                                action="item.destroy", item_id=item.id,
                                detail={"reason": reason, "destruction_id": str(record.id)})
             await session.commit()
-        if obj is not None:
+        for obj in objects:
             try:
                 await self.store.delete(obj)
             except StorageError:

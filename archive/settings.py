@@ -51,6 +51,15 @@ class Settings:
     port: int = field(default=8080, metadata=_doc("Port the HTTP server binds."))
     segment_size: int = field(default=64 * 1024, metadata=_doc(
         "Plaintext bytes per encrypted segment; a range read decrypts whole segments."))
+    max_upload_bytes: int = field(default=4 * 1024**3, metadata=_doc(
+        "Largest recording upload accepted, in bytes; larger ones get 413."))
+    max_transcript_bytes: int = field(default=16 * 1024**2, metadata=_doc(
+        "Largest transcript (JSON or text) accepted, in bytes; larger ones get 413."))
+    ffmpeg: str = field(default="", metadata=_doc(
+        "Path of the ffmpeg binary. Empty: 'ffmpeg' on PATH, else the one in the "
+        "imageio-ffmpeg wheel."))
+    transcode_concurrency: int = field(default=0, metadata=_doc(
+        "How many ffmpeg processes may run at once. 0: one per CPU core."))
     default_tenant: str = field(default="default", metadata=_doc(
         "Tenant given the first admin token on an empty index."))
     auto_migrate: bool = field(default=True, metadata=_doc(

@@ -24,7 +24,9 @@ from dataclasses import dataclass
 from typing import TypeAlias
 
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from storage.base import BlobStore
 from storage.errors import IntegrityError
@@ -47,6 +49,21 @@ Buffer: TypeAlias = bytes | bytearray | memoryview
 def new_data_key() -> bytes:
     """Return a fresh random 256-bit data key."""
     return os.urandom(KEY_SIZE)
+
+
+def derive_object_key(data_key: bytes, kind: str) -> bytes:
+    """The key that seals one object of an item: HKDF-SHA256 of the item's data key, with the
+    object's kind ("media", "original", "waveform"...) as info.
+
+    An item may have several objects (a playable rendition and the original evidence, a cached
+    waveform). Each gets its own key, as Tink's streaming AEAD derives one per object, while
+    the item keeps a single wrapped data key: destroying that one key destroys every object.
+    """
+    if len(data_key) != KEY_SIZE:
+        raise ValueError("data key must be 32 bytes")
+    hkdf = HKDF(algorithm=hashes.SHA256(), length=KEY_SIZE, salt=None,
+                info=b"archive-object:" + kind.encode())
+    return hkdf.derive(data_key)
 
 
 @dataclass(frozen=True, slots=True)

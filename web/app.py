@@ -16,12 +16,15 @@ from archive.clock import Clock, SystemClock
 from archive.db import Database
 from archive.service import Archive
 from archive.settings import Settings
+from ingest.audio import Transcoder
+from ingest.service import Ingestor
 from web.auth import auth_middleware
 from web.errors import error_middleware
 from web.keys import (
     ARCHIVE,
     CLOCK,
     DATABASE,
+    INGESTOR,
     KEYRING,
     OPENAPI,
     REQUEST_ID,
@@ -73,8 +76,12 @@ async def _keyring(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _archive(app: web.Application) -> AsyncIterator[None]:
-    app[ARCHIVE] = Archive(app[DATABASE], app[STORE], app[KEYRING], app[CLOCK],
-                           app[SETTINGS].segment_size)
+    settings = app[SETTINGS]
+    archive = Archive(app[DATABASE], app[STORE], app[KEYRING], app[CLOCK],
+                      settings.segment_size)
+    app[ARCHIVE] = archive
+    transcoder = Transcoder(settings.ffmpeg or None, settings.transcode_concurrency or None)
+    app[INGESTOR] = Ingestor(archive, transcoder, settings.max_upload_bytes)
     yield
 
 

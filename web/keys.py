@@ -9,6 +9,7 @@ from archive.db import Database
 from archive.service import Archive
 from archive.settings import Settings
 from archive.tokens import Principal
+from ingest.service import Ingestor
 from storage.base import BlobStore
 from storage.keyring import KeyProvider
 
@@ -19,6 +20,7 @@ STORE = web.AppKey("store", BlobStore)
 KEYRING = web.AppKey("keyring", KeyProvider)
 ARCHIVE = web.AppKey("archive", Archive)
 OPENAPI = web.AppKey("openapi", dict[str, Any])
+INGESTOR = web.AppKey("ingestor", Ingestor)
 
 # Per-request values set by the middlewares.
 PRINCIPAL = web.RequestKey("principal", Principal)

@@ -9,12 +9,13 @@ from typing import Any
 from aiohttp import web
 
 from archive.models import Role
-from web.views import items, system
+from web.views import ingest, items, system
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 ALL_ROLES = frozenset(Role)
 READERS = frozenset({Role.COMPLAINTS, Role.QUALITY, Role.ADMIN})
+PRODUCERS = frozenset({Role.INGEST, Role.ADMIN})
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,59 @@ ENDPOINTS: list[Endpoint] = [
                   "schema": {"type": "string", "maxLength": 200}}],
               "responses": {"200": _json(_ref("Item"), "The item"),
                             "404": {"$ref": "#/components/responses/NotFound"}}}),
+]
+
+_INGEST_ANSWERS = {
+    "200": _json(_ref("Item"), "The same upload arrived before: its item"),
+    "201": {**_json(_ref("Item"), "Stored"),
+            "headers": {"Location": {"schema": {"type": "string"},
+                                     "description": "/v1/items/{id}"}}},
+    "400": {"$ref": "#/components/responses/BadRequest"},
+    "409": {"$ref": "#/components/responses/Conflict"},
+    "413": {"$ref": "#/components/responses/TooLarge"},
+    "415": {"$ref": "#/components/responses/UnsupportedMedia"},
+    "503": {"$ref": "#/components/responses/Unavailable"},
+}
+_AUDIO_ANSWERS = {**_INGEST_ANSWERS,
+                  "422": {"$ref": "#/components/responses/Undecodable"},
+                  "507": {"$ref": "#/components/responses/InsufficientStorage"}}
+_METADATA_PARAMS = [
+    {"name": "X-Archive-Metadata", "in": "header", "required": False,
+     "description": "The metadata as one JSON object (instead of query parameters)",
+     "schema": {"type": "string"}},
+    *({"name": name, "in": "query", "required": False, "schema": {"type": "string"}}
+      for name in ("started_at", "ended_at", "direction", "caller_number", "called_number",
+                   "agent_id", "agent_extension", "service", "queue", "tags",
+                   "special_category", "pci_redactions")),
+]
+
+ENDPOINTS += [
+    Endpoint("POST", "/v1/recordings", ingest.post_recording, "post_recording",
+             "Push a call recording (multipart)", PRODUCERS,
+             {"requestBody": {"required": True, "content": {"multipart/form-data": {
+                 "schema": {"type": "object", "required": ["metadata", "audio"],
+                            "properties": {"metadata": _ref("RecordingMetadata"),
+                                           "audio": {"type": "string",
+                                                     "format": "binary"}}},
+                 "encoding": {"metadata": {"contentType": "application/json"}}}}},
+              "responses": _AUDIO_ANSWERS}),
+    Endpoint("PUT", "/v1/recordings/{external_id}", ingest.put_recording, "put_recording",
+             "Push a call recording as the raw body", PRODUCERS,
+             {"parameters": [{"name": "external_id", "in": "path", "required": True,
+                              "schema": {"type": "string", "maxLength": 200}},
+                             *_METADATA_PARAMS],
+              "requestBody": {"required": True, "content": {"*/*": {
+                  "schema": {"type": "string", "format": "binary"}}}},
+              "responses": _AUDIO_ANSWERS}),
+    Endpoint("POST", "/v1/transcripts", ingest.post_transcript, "post_transcript",
+             "Push a webchat transcript (JSON, or plain text)", PRODUCERS,
+             {"parameters": [{"name": "X-Archive-Metadata", "in": "header",
+                              "required": False, "schema": {"type": "string"},
+                              "description": "For text/plain: the metadata as JSON"}],
+              "requestBody": {"required": True, "content": {
+                  "application/json": {"schema": _ref("Transcript")},
+                  "text/plain": {"schema": {"type": "string"}}}},
+              "responses": _INGEST_ANSWERS}),
 ]
 
 ENDPOINTS_BY_NAME = {e.name: e for e in ENDPOINTS}

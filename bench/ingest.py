@@ -1,0 +1,157 @@
+"""Ingest throughput through the HTTP API: ``python -m bench.ingest``.
+
+Starts ``archive serve`` (SQLite index, local encrypted store, a temporary folder) on
+127.0.0.1 and, from this process, pushes N telephony recordings (8 kHz mono WAV, 5 minutes
+each by default) with C concurrent clients, once with the tenant keeping originals and once
+keeping Ogg/Opus. It prints recordings/s and MB/s (of WAV received) for each, next to:
+
+- a bare ``LocalBlobStore.put`` of the same bytes with the same concurrency (no HTTP, no
+  encryption, no ffmpeg): the ceiling for storing originals;
+- the plain ffmpeg command line transcoding the same files to Opus with the same encoder
+  settings and the same number of processes at once: the ceiling for the Opus path.
+
+Targets (issue 3): originals reach at least 0.7x the bare put; Opus at least 0.9x ffmpeg's own
+transcode rate.
+"""
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from functools import partial
+from pathlib import Path
+
+import aiohttp
+
+from ingest.audio import Rendition, Transcoder, find_ffmpeg
+from storage.base import iter_bytes
+from storage.local import LocalBlobStore
+from tests.ingest import media
+from tests.servers import free_port, stop, wait_http
+
+MB = 1e6
+
+
+async def timed(jobs: list[Callable[[], Awaitable[object]]], concurrency: int) -> float:
+    """Seconds to run every job with at most ``concurrency`` at once."""
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(job: Callable[[], Awaitable[object]]) -> None:
+        async with gate:
+            await job()
+
+    start = time.perf_counter()
+    await asyncio.gather(*(one(j) for j in jobs))
+    return time.perf_counter() - start
+
+
+async def bare_put(files: list[bytes], concurrency: int) -> float:
+    with tempfile.TemporaryDirectory(prefix="bench-bare-") as folder:
+        store = await LocalBlobStore(Path(folder)).open()
+        return await timed([partial(store.put, f"bare/{i}", iter_bytes(f))
+                            for i, f in enumerate(files)], concurrency)
+
+
+def ffmpeg_cli(paths: list[Path], out: Path, concurrency: int) -> float:
+    """The plain command line, ``concurrency`` processes at a time, same encoder settings."""
+    args = Rendition.OPUS.output_args()
+    start = time.perf_counter()
+    running: list[subprocess.Popen[bytes]] = []
+    for i, path in enumerate(paths):
+        if len(running) >= concurrency:
+            running.pop(0).wait()
+        running.append(subprocess.Popen(
+            [find_ffmpeg(), "-nostdin", "-hide_banner", "-loglevel", "error", "-y", "-i",
+             str(path), *args, str(out / f"{i}.ogg")]))
+    for proc in running:
+        proc.wait()
+    return time.perf_counter() - start
+
+
+def start_server(policy: str, data_dir: Path) -> tuple["subprocess.Popen[bytes]", int, str]:
+    """A fresh ``archive serve`` with a tenant keeping ``policy``: its process, port, token."""
+    archive = str(Path(sys.executable).with_name("archive"))
+    env = {**os.environ, "ARCHIVE_DATA_DIR": str(data_dir / policy)}
+    subprocess.run([archive, "tenants", "create", "bench", "--media-policy", policy], env=env,
+                   check=True, capture_output=True)
+    secret = subprocess.run([archive, "tokens", "create", "--role", "ingest", "--tenant",
+                             "bench"], env=env, check=True, capture_output=True,
+                            text=True).stdout.strip()
+    port = free_port()
+    server = subprocess.Popen([archive, "serve", "--port", str(port)], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_http(f"http://127.0.0.1:{port}/healthz", proc=server)
+    return server, port, secret
+
+
+async def through_http(files: list[bytes], policy: str, clients: int, data_dir: Path) -> float:
+    """Seconds for ``clients`` concurrent uploads of every file to a real ``archive serve``
+    process (the clients run here, apart from the service, as producers do)."""
+    server, port, secret = await asyncio.to_thread(start_server, policy, data_dir)
+    try:
+        headers = {"Authorization": f"Bearer {secret}"}
+        meta = json.dumps({"started_at": "2026-11-23T09:00:00Z", "caller_number": "02079460000"})
+        async with aiohttp.ClientSession(f"http://127.0.0.1:{port}") as http:
+
+            async def push(i: int, data: bytes) -> None:
+                async with http.put(f"/v1/recordings/bench-{i}", data=data,
+                                    headers={**headers, "X-Archive-Metadata": meta}) as r:
+                    if r.status != 201:
+                        raise RuntimeError(f"upload {i}: {r.status} {await r.text()}")
+
+            return await timed([partial(push, i, f) for i, f in enumerate(files)], clients)
+    finally:
+        await asyncio.to_thread(stop, server)
+
+
+async def main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.ingest", description=__doc__)
+    parser.add_argument("--count", type=int, default=16, help="recordings per run (16)")
+    parser.add_argument("--minutes", type=float, default=5.0, help="length of each (5)")
+    parser.add_argument("--clients", type=int, default=4, help="concurrent uploads (4)")
+    parser.add_argument("--repeat", type=int, default=3, help="runs, median kept (3)")
+    args = parser.parse_args(argv)
+    cores = os.cpu_count() or 1
+    one = media.wav(args.minutes * 60)
+    # Distinct files (so nothing is deduplicated), same size and content shape.
+    files = [one[:-8] + i.to_bytes(8, "big") for i in range(args.count)]
+    total = sum(len(f) for f in files)
+    print(f"ingest benchmark: {args.count} recordings of {args.minutes:g} min 8 kHz mono WAV "
+          f"({len(one) / MB:.1f} MB each), {args.clients} clients, {cores} cores, "
+          f"ffmpeg {find_ffmpeg()}, median of {args.repeat}; Python {sys.version.split()[0]}")
+    results: dict[str, list[float]] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-ingest-") as folder:
+        root = Path(folder)
+        paths = []
+        for i, data in enumerate(files):
+            path = root / f"in-{i}.wav"
+            path.write_bytes(data)
+            paths.append(path)
+        (root / "cli").mkdir()
+        await Transcoder().probe(iter_bytes(files[0]))  # warm the binary's page cache
+        for r in range(args.repeat):
+            results.setdefault("bare put", []).append(await bare_put(files, args.clients))
+            results.setdefault("ffmpeg CLI -> opus", []).append(
+                ffmpeg_cli(paths, root / "cli", cores))
+            for policy in ("original", "opus"):
+                results.setdefault(f"HTTP, keep {policy}", []).append(
+                    await through_http(files, policy, args.clients, root / f"run{r}"))
+    secs = {k: statistics.median(v) for k, v in results.items()}
+    for name, s in secs.items():
+        print(f"  {name:<22} {args.count / s:7.1f} recordings/s {total / s / MB:8.1f} MB/s")
+    original = secs["bare put"] / secs["HTTP, keep original"]
+    opus = secs["ffmpeg CLI -> opus"] / secs["HTTP, keep opus"]
+    print(f"originals: {original:.2f}x the bare put's throughput (target >= 0.70): "
+          f"{'meets' if original >= 0.7 else 'MISSES'} it")
+    print(f"opus: {opus:.2f}x ffmpeg's own transcode rate (target >= 0.90): "
+          f"{'meets' if opus >= 0.9 else 'MISSES'} it")
+
+
+if __name__ == "__main__":
+    asyncio.run(main(sys.argv[1:]))
