@@ -20,12 +20,12 @@ from pathlib import Path
 from typing import Any
 
 from archive import audit, tokens
-from archive.backends import open_keyring, open_store
+from archive.backends import open_archive
 from archive.clock import SystemClock
 from archive.db import Database
 from archive.errors import ArchiveError
 from archive.models import Role, Tenant
-from archive.service import Actor, Archive
+from archive.service import Actor
 from archive.settings import Settings, load_settings
 from storage.errors import StorageError
 
@@ -38,26 +38,14 @@ def _err(message: str) -> None:
 
 
 @asynccontextmanager
-async def _database(settings: Settings, migrate: bool = True) -> AsyncIterator[Database]:
+async def _database(settings: Settings) -> AsyncIterator[Database]:
     db = Database(settings.resolved_database_url)
     try:
-        if migrate and settings.auto_migrate:
+        if settings.auto_migrate:
             await db.upgrade()
         yield db
     finally:
         await db.close()
-
-
-@asynccontextmanager
-async def _archive(settings: Settings) -> AsyncIterator[Archive]:
-    async with _database(settings) as db:
-        store = await open_store(settings)
-        keys = await open_keyring(settings)
-        try:
-            yield Archive(db, store, keys, SystemClock(), settings.segment_size)
-        finally:
-            await keys.close()
-            await store.close()
 
 
 async def bootstrap_admin(db: Database, settings: Settings) -> str | None:
@@ -180,7 +168,7 @@ async def cmd_tokens_revoke(args: argparse.Namespace, settings: Settings) -> int
 
 
 async def cmd_keys_rotate(args: argparse.Namespace, settings: Settings) -> int:
-    async with _archive(settings) as archive:
+    async with open_archive(settings) as archive:
         if args.resume:
             count = await archive.rewrap_keys(args.tenant, CLI_ACTOR)
             kek_id = await archive.keys.current_kek_id(args.tenant)

@@ -29,6 +29,7 @@ from archive.errors import (
 )
 from archive.models import Channel, Item, ItemStatus, Tenant
 from archive.service import MEDIA, Actor, Archive, DuplicateItemError, ItemWriter
+from archive.settings import Settings
 from ingest import wav
 from ingest.audio import AudioError, AudioFacts, NotAudioError, Rendition, Transcoder
 from ingest.metadata import ContactMetadata
@@ -124,6 +125,11 @@ class Ingestor:
         self.archive = archive
         self.transcoder = transcoder
         self.max_upload_bytes = max_upload_bytes
+
+    @classmethod
+    def from_settings(cls, archive: Archive, settings: Settings) -> "Ingestor":
+        transcoder = Transcoder(settings.ffmpeg or None, settings.transcode_concurrency or None)
+        return cls(archive, transcoder, settings.max_upload_bytes)
 
     async def media_policy(self, tenant: str) -> MediaPolicy:
         async with self.archive.db.session() as session:

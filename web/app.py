@@ -16,7 +16,6 @@ from archive.clock import Clock, SystemClock
 from archive.db import Database
 from archive.service import Archive
 from archive.settings import Settings
-from ingest.audio import Transcoder
 from ingest.service import Ingestor
 from web.auth import auth_middleware
 from web.errors import error_middleware
@@ -80,8 +79,7 @@ async def _archive(app: web.Application) -> AsyncIterator[None]:
     archive = Archive(app[DATABASE], app[STORE], app[KEYRING], app[CLOCK],
                       settings.segment_size)
     app[ARCHIVE] = archive
-    transcoder = Transcoder(settings.ffmpeg or None, settings.transcode_concurrency or None)
-    app[INGESTOR] = Ingestor(archive, transcoder, settings.max_upload_bytes)
+    app[INGESTOR] = Ingestor.from_settings(archive, settings)
     yield
 
 
