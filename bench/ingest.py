@@ -33,7 +33,7 @@ from ingest.audio import Rendition, Transcoder, find_ffmpeg
 from storage.base import iter_bytes
 from storage.local import LocalBlobStore
 from tests.ingest import media
-from tests.servers import free_port, stop, wait_http
+from tests.servers import archive_serve, stop
 
 MB = 1e6
 
@@ -74,30 +74,15 @@ def ffmpeg_cli(paths: list[Path], out: Path, concurrency: int) -> float:
     return time.perf_counter() - start
 
 
-def start_server(policy: str, data_dir: Path) -> tuple["subprocess.Popen[bytes]", int, str]:
-    """A fresh ``archive serve`` with a tenant keeping ``policy``: its process, port, token."""
-    archive = str(Path(sys.executable).with_name("archive"))
-    env = {**os.environ, "ARCHIVE_DATA_DIR": str(data_dir / policy)}
-    subprocess.run([archive, "tenants", "create", "bench", "--media-policy", policy], env=env,
-                   check=True, capture_output=True)
-    secret = subprocess.run([archive, "tokens", "create", "--role", "ingest", "--tenant",
-                             "bench"], env=env, check=True, capture_output=True,
-                            text=True).stdout.strip()
-    port = free_port()
-    server = subprocess.Popen([archive, "serve", "--port", str(port)], env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wait_http(f"http://127.0.0.1:{port}/healthz", proc=server)
-    return server, port, secret
-
-
 async def through_http(files: list[bytes], policy: str, clients: int, data_dir: Path) -> float:
     """Seconds for ``clients`` concurrent uploads of every file to a real ``archive serve``
     process (the clients run here, apart from the service, as producers do)."""
-    server, port, secret = await asyncio.to_thread(start_server, policy, data_dir)
+    server, base, secret = await asyncio.to_thread(archive_serve, data_dir / policy, "bench",
+                                                   policy)
     try:
         headers = {"Authorization": f"Bearer {secret}"}
         meta = json.dumps({"started_at": "2026-11-23T09:00:00Z", "caller_number": "02079460000"})
-        async with aiohttp.ClientSession(f"http://127.0.0.1:{port}") as http:
+        async with aiohttp.ClientSession(base) as http:
 
             async def push(i: int, data: bytes) -> None:
                 async with http.put(f"/v1/recordings/bench-{i}", data=data,

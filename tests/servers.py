@@ -65,3 +65,23 @@ def moto_server(log_dir: Path) -> Iterator[str]:
     finally:
         stop(proc)
         log.close()
+
+
+def archive_serve(
+    data_dir: Path, tenant: str, media_policy: str | None = None
+) -> tuple["subprocess.Popen[bytes]", str, str]:
+    """A real ``archive serve`` over ``data_dir`` with an ingest token for ``tenant`` (keeping
+    call audio as ``media_policy`` when given): its process, base URL and token."""
+    archive = str(Path(sys.executable).with_name("archive"))
+    env = {**os.environ, "ARCHIVE_DATA_DIR": str(data_dir)}
+    if media_policy is not None:
+        subprocess.run([archive, "tenants", "create", tenant, "--media-policy", media_policy],
+                       env=env, check=True, capture_output=True)
+    secret = subprocess.run([archive, "tokens", "create", "--role", "ingest", "--tenant", tenant],
+                            env=env, check=True, capture_output=True, text=True).stdout.strip()
+    port = free_port()
+    proc = subprocess.Popen([archive, "serve", "--port", str(port)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    wait_http(base + "/healthz", proc=proc)
+    return proc, base, secret

@@ -17,14 +17,12 @@ from archive.errors import BadRequestError
 from archive.models import Item, ItemStatus
 from archive.service import Archive
 from archive.settings import Settings
-from archive.tokens import ensure_tenant
-from ingest.audio import Transcoder
 from ingest.legacy import Progress, RowSet, run_import
 from ingest.runtime import open_ingestor
 from ingest.service import Ingestor
 from tests.ingest import media
+from tests.ingest.conftest import TENANT, add_tenant
 
-TENANT = "camden"
 HEADER = ["file", "external_id", "started_at", "ended_at", "direction", "caller_number",
           "agent_id", "service", "tags"]
 
@@ -41,18 +39,6 @@ def write_manifest(path: Path, rows: list[dict[str, str]],
 def row(file: str, external_id: str, started_at: str = "2026-11-20T10:00:00Z",
         **extra: str) -> dict[str, str]:
     return {"file": file, "external_id": external_id, "started_at": started_at, **extra}
-
-
-async def _tenant(archive: Archive) -> None:
-    async with archive.db.session() as session:
-        await ensure_tenant(session, TENANT, archive.clock.now())
-        await session.commit()
-
-
-@pytest.fixture
-async def ingestor(archive: Archive) -> Ingestor:
-    await _tenant(archive)
-    return Ingestor(archive, Transcoder(), max_upload_bytes=1 << 24)
 
 
 async def items(archive: Archive) -> list[Item]:
@@ -199,7 +185,7 @@ async def test_a_killed_import_resumes_from_its_checkpoint(tmp_path: Path) -> No
     checkpoint = tmp_path / "checkpoint.json"
     settings = Settings(data_dir=tmp_path / "var", segment_size=4096)
     async with open_ingestor(settings) as ingestor:
-        await _tenant(ingestor.archive)
+        await add_tenant(ingestor.archive)
         env = {**os.environ, "ARCHIVE_DATA_DIR": str(settings.data_dir),
                "ARCHIVE_SEGMENT_SIZE": "4096"}
         with (tmp_path / "import.log").open("wb") as log:

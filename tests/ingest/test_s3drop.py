@@ -12,14 +12,12 @@ from sqlmodel import select
 
 from archive.models import Item, ItemStatus
 from archive.service import Archive
-from archive.tokens import ensure_tenant
-from ingest.audio import Transcoder
 from ingest.s3drop import parse_s3_url, run_s3_drop
 from ingest.service import Ingestor
 from storage.s3 import create_bucket
 from tests.ingest import media
+from tests.ingest.conftest import TENANT, new_ingestor
 
-TENANT = "camden"
 PREFIX = "pbx/incoming/"
 S3 = Any  # aiobotocore clients carry no types
 
@@ -30,14 +28,6 @@ def meta(external_id: str | None = None, **extra: Any) -> bytes:
     if external_id is not None:
         data["external_id"] = external_id
     return json.dumps(data).encode()
-
-
-@pytest.fixture
-async def ingestor(archive: Archive) -> Ingestor:
-    async with archive.db.session() as session:
-        await ensure_tenant(session, TENANT, archive.clock.now())
-        await session.commit()
-    return Ingestor(archive, Transcoder(), max_upload_bytes=1 << 24)
 
 
 @pytest.fixture
@@ -165,7 +155,7 @@ async def test_two_importers_store_each_pair_once(
     for n in range(8):
         await put(s3, bucket, f"rec-{n}.wav", audio)
         await put(s3, bucket, f"rec-{n}.json", meta(f"call-{n}"))
-    other = Ingestor(archive, Transcoder(), max_upload_bytes=1 << 24)
+    other = new_ingestor(archive)
     url = f"s3://{bucket}/{PREFIX}"
     reports = await asyncio.gather(*(
         run_s3_drop(i, url, tenant=TENANT, endpoint_url=moto_endpoint, once=True)

@@ -21,16 +21,13 @@ from sqlmodel import select
 from archive.models import Item, ItemStatus
 from archive.service import Archive
 from archive.settings import Settings
-from archive.tokens import ensure_tenant
-from ingest.audio import Transcoder
 from ingest.metadata import parse_recording
 from ingest.runtime import open_ingestor
 from ingest.service import Ingestor
 from ingest.spool import CLAIMS, SPOOL_ACTOR, run_spool
 from storage.base import iter_bytes
 from tests.ingest import media
-
-TENANT = "camden"
+from tests.ingest.conftest import TENANT, add_tenant, new_ingestor
 
 
 def meta(external_id: str | None = None, **extra: Any) -> dict[str, Any]:
@@ -50,18 +47,6 @@ def drop(spool: Path, name: str, metadata: dict[str, Any] | str | None, audio: b
     if metadata is not None:
         text = metadata if isinstance(metadata, str) else json.dumps(metadata)
         (spool / f"{name}.json").write_text(text)
-
-
-async def _tenant(archive: Archive) -> None:
-    async with archive.db.session() as session:
-        await ensure_tenant(session, TENANT, archive.clock.now())
-        await session.commit()
-
-
-@pytest.fixture
-async def ingestor(archive: Archive) -> Ingestor:
-    await _tenant(archive)
-    return Ingestor(archive, Transcoder(), max_upload_bytes=20 * 1024 * 1024)
 
 
 @pytest.fixture
@@ -213,11 +198,11 @@ async def test_a_pair_is_taken_only_once_settled(ingestor: Ingestor, spool: Path
 
 
 async def test_two_importers_archive_each_pair_once(archive: Archive, spool: Path) -> None:
-    await _tenant(archive)
+    await add_tenant(archive)
     audio = media.wav(0.5)
     for n in range(10):
         drop(spool, f"rec-{n}", meta(f"call-{n}"), audio)
-    first, second = (Ingestor(archive, Transcoder(), max_upload_bytes=1 << 24)
+    first, second = (new_ingestor(archive)
                      for _ in range(2))
     reports = await asyncio.gather(
         run_spool(first, spool, tenant=TENANT, once=True, settle=0),
@@ -350,7 +335,7 @@ async def test_importers_killed_mid_file_and_restarted(tmp_path: Path, spool: Pa
     settings = Settings(data_dir=data_dir, segment_size=4096)
     async with open_ingestor(settings) as ingestor:
         archive = ingestor.archive
-        await _tenant(archive)  # the index is migrated and the keyring made before they start
+        await add_tenant(archive)  # the index is migrated and the keyring made before they start
 
         async def settled() -> bool:  # each pair done, or stuck behind a killed writer's row
             receipts = len(list((spool / "done").glob("*.receipt.json")))

@@ -3,17 +3,14 @@
 import asyncio
 import json
 import math
-import os
 import re
 import struct
-import subprocess
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
 
-from tests.servers import free_port, stop, wait_http
+from tests.servers import archive_serve, stop
 
 GIB = 1024**3
 RATE, CHANNELS = 44_100, 2
@@ -52,23 +49,8 @@ async def _wav_stream(size: int) -> AsyncIterator[bytes]:
         yield chunk
 
 
-def _serve(tmp_path: Path) -> tuple["subprocess.Popen[bytes]", str, str]:
-    """A real ``archive serve`` process, its URL and an ingest token."""
-    env = {**os.environ, "ARCHIVE_DATA_DIR": str(tmp_path / "var")}
-    archive = str(Path(sys.executable).with_name("archive"))
-    secret = subprocess.run([archive, "tokens", "create", "--role", "ingest", "--tenant",
-                             "camden"], env=env, capture_output=True, text=True,
-                            check=True).stdout.strip()
-    port = free_port()
-    proc = subprocess.Popen([archive, "serve", "--port", str(port)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
-    wait_http(base + "/healthz", proc=proc)
-    return proc, base, secret
-
-
 async def test_two_gib_upload_keeps_peak_memory_bounded(tmp_path: Path) -> None:
-    proc, base, secret = await asyncio.to_thread(_serve, tmp_path)
+    proc, base, secret = await asyncio.to_thread(archive_serve, tmp_path / "var", "camden")
     try:
         headers = {"Authorization": f"Bearer {secret}",
                    "X-Archive-Metadata": json.dumps({"started_at": "2026-11-23T09:00:00Z"})}

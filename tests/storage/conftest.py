@@ -34,7 +34,12 @@ async def open_s3(endpoint: str, *, object_lock: bool = False, prefix: str = "")
         access_key=TEST_KEY,
         secret_key=TEST_KEY,
     )
-    store = S3BlobStore(
+    return await s3_store(endpoint, bucket, prefix).open()
+
+
+def s3_store(endpoint: str, bucket: str, prefix: str = "") -> S3BlobStore:
+    """An unopened S3 store with the tests' settings: smallest parts, one retry."""
+    return S3BlobStore(
         bucket,
         prefix=prefix,
         endpoint_url=endpoint,
@@ -44,7 +49,6 @@ async def open_s3(endpoint: str, *, object_lock: bool = False, prefix: str = "")
         access_key=TEST_KEY,
         secret_key=TEST_KEY,
     )
-    return await store.open()
 
 
 async def open_backend(name: str, request: pytest.FixtureRequest, tmp_path: Path) -> BlobStore:

@@ -7,23 +7,10 @@ import pytest
 
 from storage.base import iter_bytes, read_all
 from storage.errors import StoreUnavailableError
-from storage.s3 import MIN_PART_SIZE, S3BlobStore
+from storage.s3 import MIN_PART_SIZE
 from tests.servers import free_port
-from tests.storage.conftest import bucket_name, open_s3
-from tests.storage.helpers import SESSION, TEST_KEY, chunks, data, hash_stream, sha256_of
-
-
-def s3_store(endpoint: str, bucket: str, prefix: str = "") -> S3BlobStore:
-    return S3BlobStore(
-        bucket,
-        prefix=prefix,
-        endpoint_url=endpoint,
-        part_size=MIN_PART_SIZE,
-        retries=1,
-        session=SESSION,
-        access_key=TEST_KEY,
-        secret_key=TEST_KEY,
-    )
+from tests.storage.conftest import bucket_name, open_s3, s3_store
+from tests.storage.helpers import chunks, data, hash_stream, sha256_of
 
 
 async def test_open_refuses_a_missing_bucket(moto_endpoint: str) -> None:
