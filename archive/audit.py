@@ -136,11 +136,3 @@ async def verify(session: AsyncSession, tenant: str | None = None) -> list[Chain
         reports.append(report)
     return reports
 
-
-async def events_for_item(
-    session: AsyncSession, tenant: str, item_id: uuid.UUID
-) -> list[AuditEvent]:
-    stmt = (select(AuditEvent).where(AuditEvent.tenant == tenant, AuditEvent.item_id == item_id)
-            .order_by(col(AuditEvent.seq)))
-    return list((await session.exec(stmt)).all())
-

@@ -231,19 +231,6 @@ class LocalBlobStore:
     async def close(self) -> None:
         return None
 
-    async def stale_temporaries(self, older_than: float) -> int:
-        """Remove temporary files older than ``older_than`` seconds (left by a crash)."""
-
-        def sweep() -> int:
-            now = datetime.now(UTC).timestamp()
-            removed = 0
-            for entry in os.scandir(self._tmp):
-                if now - entry.stat().st_mtime > older_than:
-                    Path(entry.path).unlink(missing_ok=True)
-                    removed += 1
-            return removed
-
-        return await asyncio.to_thread(sweep)
 
 
 def _write_all(fd: int, batch: list[bytes | memoryview]) -> int:
