@@ -31,9 +31,10 @@ typecheck: $(VENV)/.test-deps
 unit: $(VENV)/.test-deps
 	$(BIN)/pytest
 
-## Print the storage benchmark (docs/benchmarks.md)
+## Print the storage and ingest benchmarks (docs/benchmarks.md)
 bench: $(VENV)/.test-deps
 	$(BIN)/python -m bench.storage
+	$(BIN)/python -m bench.ingest
 
 ## Regenerate docs/configuration.md from the settings model
 docs: $(VENV)/.run-deps

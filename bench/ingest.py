@@ -74,9 +74,21 @@ def ffmpeg_cli(paths: list[Path], out: Path, concurrency: int) -> float:
     return time.perf_counter() - start
 
 
-async def through_http(files: list[bytes], policy: str, clients: int, data_dir: Path) -> float:
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """User and system CPU seconds of a process and its reaped children (ffmpeg), from
+    ``/proc/PID/stat`` (fields 14-17)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    tick = os.sysconf("SC_CLK_TCK")
+    user, system, child_user, child_system = (int(f) / tick for f in fields[11:15])
+    return user + child_user, system + child_system
+
+
+async def through_http(
+    files: list[bytes], policy: str, clients: int, data_dir: Path
+) -> tuple[float, float, float]:
     """Seconds for ``clients`` concurrent uploads of every file to a real ``archive serve``
-    process (the clients run here, apart from the service, as producers do)."""
+    process (the clients run here, apart from the service, as producers do), and the service's
+    user and system CPU seconds per upload meanwhile."""
     server, base, secret = await asyncio.to_thread(archive_serve, data_dir / policy, "bench",
                                                    policy)
     try:
@@ -90,7 +102,11 @@ async def through_http(files: list[bytes], policy: str, clients: int, data_dir: 
                     if r.status != 201:
                         raise RuntimeError(f"upload {i}: {r.status} {await r.text()}")
 
-            return await timed([partial(push, i, f) for i, f in enumerate(files)], clients)
+            user0, system0 = cpu_seconds(server.pid)
+            seconds = await timed([partial(push, i, f) for i, f in enumerate(files)], clients)
+            user1, system1 = cpu_seconds(server.pid)
+            n = len(files)
+            return seconds, (user1 - user0) / n, (system1 - system0) / n
     finally:
         await asyncio.to_thread(stop, server)
 
@@ -111,6 +127,7 @@ async def main(argv: list[str]) -> None:
           f"({len(one) / MB:.1f} MB each), {args.clients} clients, {cores} cores, "
           f"ffmpeg {find_ffmpeg()}, median of {args.repeat}; Python {sys.version.split()[0]}")
     results: dict[str, list[float]] = {}
+    cpu: dict[str, list[tuple[float, float]]] = {}
     with tempfile.TemporaryDirectory(prefix="bench-ingest-") as folder:
         root = Path(folder)
         paths = []
@@ -125,11 +142,18 @@ async def main(argv: list[str]) -> None:
             results.setdefault("ffmpeg CLI -> opus", []).append(
                 ffmpeg_cli(paths, root / "cli", cores))
             for policy in ("original", "opus"):
-                results.setdefault(f"HTTP, keep {policy}", []).append(
-                    await through_http(files, policy, args.clients, root / f"run{r}"))
+                seconds, user, system = await through_http(files, policy, args.clients,
+                                                           root / f"run{r}")
+                results.setdefault(f"HTTP, keep {policy}", []).append(seconds)
+                cpu.setdefault(policy, []).append((user, system))
     secs = {k: statistics.median(v) for k, v in results.items()}
     for name, s in secs.items():
         print(f"  {name:<22} {args.count / s:7.1f} recordings/s {total / s / MB:8.1f} MB/s")
+    for policy, samples in cpu.items():
+        user = statistics.median(u for u, _ in samples) * 1000
+        system = statistics.median(s for _, s in samples) * 1000
+        print(f"  service CPU per upload, keep {policy}: user {user:.1f} ms, "
+              f"system {system:.1f} ms (with its ffmpeg children)")
     original = secs["bare put"] / secs["HTTP, keep original"]
     opus = secs["ffmpeg CLI -> opus"] / secs["HTTP, keep opus"]
     print(f"originals: {original:.2f}x the bare put's throughput (target >= 0.70): "
