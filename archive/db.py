@@ -1,13 +1,19 @@
 """The index database: one async engine per process, sessions, readiness and migrations.
 
-SQLite (aiosqlite) is the embedded default, PostgreSQL (asyncpg) the production one. On SQLite
-every transaction starts with ``BEGIN IMMEDIATE``: SQLite allows one writer, and a transaction
-that reads and then writes would otherwise fail with "database is locked" instead of waiting
-for its turn (see SQLAlchemy's pysqlite notes on serializable isolation).
+SQLite (aiosqlite) is the embedded default, PostgreSQL (asyncpg) the production one.
+
+On SQLite a write session starts with ``BEGIN IMMEDIATE``: SQLite allows one writer, and a
+transaction that reads and then writes would otherwise fail with "database is locked" instead of
+waiting for its turn (see SQLAlchemy's pysqlite notes on serializable isolation). Within one
+process, writers also queue on an asyncio lock: a writer waiting in SQLite's busy handler
+sleeps in steps of up to 100 ms, while one queued in asyncio starts the moment the lock is
+free (SQLite's busy timeout still orders writers of different processes). Read sessions
+(``Database.reader``) begin a deferred transaction, which in WAL mode never waits for a writer.
 """
 
+import asyncio
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +32,7 @@ from archive.errors import UnavailableError
 MIGRATIONS = Path(__file__).with_name("migrations")
 # Any constant: several processes starting at once take turns to migrate.
 _MIGRATION_LOCK = 7_262_010_001
+_READ_ONLY = "archive_read_only"  # execution option of the reader engine
 
 
 def _sqlite_setup(engine: AsyncEngine) -> None:
@@ -40,7 +47,8 @@ def _sqlite_setup(engine: AsyncEngine) -> None:
 
     @event.listens_for(engine.sync_engine, "begin")
     def _begin(conn: Connection) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        read_only = conn.get_execution_options().get(_READ_ONLY, False)
+        conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
 
 class Database:
@@ -49,16 +57,20 @@ class Database:
     def __init__(self, url: str, *, echo: bool = False) -> None:
         self.url = url
         # hide_parameters: errors and logs must never carry the personal data in parameters.
-        kwargs: dict[str, Any] = {"echo": echo, "pool_pre_ping": True, "hide_parameters": True}
+        kwargs: dict[str, Any] = {"echo": echo, "hide_parameters": True}
         if url.startswith("sqlite"):
             path = sa.make_url(url).database
             if path and path != ":memory:":
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
             kwargs["connect_args"] = {"timeout": 30}
         else:
-            kwargs.update(pool_size=10, max_overflow=10)
+            # A server connection can drop between uses (a file cannot).
+            kwargs.update(pool_size=10, max_overflow=10, pool_pre_ping=True)
         self.engine = create_async_engine(url, **kwargs)
+        self._read_engine = self.engine.execution_options(**{_READ_ONLY: True})
+        self._write_lock: asyncio.Lock | None = None
         if self.is_sqlite:
+            self._write_lock = asyncio.Lock()
             _sqlite_setup(self.engine)
 
     @property
@@ -69,11 +81,25 @@ class Database:
     def is_sqlite(self) -> bool:
         return self.dialect == "sqlite"
 
+    def session(self) -> AbstractAsyncContextManager[AsyncSession]:
+        """A session that may write; its objects stay usable after commit."""
+        return self._session(self.engine, self._write_lock)
+
+    def reader(self) -> AbstractAsyncContextManager[AsyncSession]:
+        """A session that only reads: on SQLite it neither takes nor waits for the write lock."""
+        return self._session(self._read_engine, None)
+
     @asynccontextmanager
-    async def session(self) -> AsyncIterator[AsyncSession]:
-        """A session whose objects stay usable after commit; unavailability becomes a 503."""
+    async def _session(
+        self, engine: AsyncEngine, lock: asyncio.Lock | None
+    ) -> AsyncIterator[AsyncSession]:
+        """Unavailability of the database becomes a 503."""
         try:
-            async with AsyncSession(self.engine, expire_on_commit=False) as session:
+            async with AsyncExitStack() as stack:
+                if lock is not None:
+                    await stack.enter_async_context(lock)
+                session = await stack.enter_async_context(
+                    AsyncSession(engine, expire_on_commit=False))
                 yield session
         except (OperationalError, DBAPIError, OSError) as exc:
             if isinstance(exc, DBAPIError) and not exc.connection_invalidated and not isinstance(

@@ -41,6 +41,7 @@ from archive.models import (
     HoldItem,
     Item,
     ItemStatus,
+    Tenant,
 )
 from storage import crypto
 from storage.base import BlobStore
@@ -125,9 +126,10 @@ SYSTEM = Actor("system", "system")
 class ItemWriter:
     """Stores the objects of one pending item (see ``Archive.writer``)."""
 
-    def __init__(self, archive: "Archive", item: Item, data_key: bytes) -> None:
+    def __init__(self, archive: "Archive", item: Item, tenant: Tenant, data_key: bytes) -> None:
         self.archive = archive
         self.item = item
+        self.tenant = tenant  # as read when the item was inserted: its policies apply to it
         self._data_key = data_key
         self.kinds: set[str] = set()
 
@@ -214,8 +216,8 @@ class Archive:
             wrapped_key=wrapped.blob, kek_id=wrapped.kek_id,
             created_at=now, updated_at=now, **dict(fields or {}),
         )
-        await self._insert_pending(item)
-        writer = ItemWriter(self, item, data_key)
+        tenant_row = await self._insert_pending(item)
+        writer = ItemWriter(self, item, tenant_row, data_key)
         try:
             yield writer
             await self._activate(writer, actor)
@@ -241,24 +243,30 @@ class Archive:
             await w.store(MEDIA, media_type, chunks)
         return w.item
 
-    async def _insert_pending(self, item: Item) -> None:
+    async def _insert_pending(self, item: Item) -> Tenant:
+        """Insert the pending row; return its tenant as read in the same transaction."""
         async with self.db.session() as session:
+            tenant = await session.get(Tenant, item.tenant)
+            if tenant is None:
+                raise NotFoundError(f"no tenant {item.tenant!r}")
             session.add(item)
             try:
                 await session.commit()
             except SAIntegrityError:
                 await session.rollback()
-                existing = await self.find_external(
-                    item.tenant, Channel(item.channel), item.external_id)
-                if existing is None:
-                    raise  # not a duplicate: a broken invariant (no such tenant, say)
-                raise DuplicateItemError(existing) from None
+            else:
+                return tenant
+        existing = await self.find_external(item.tenant, Channel(item.channel), item.external_id)
+        if existing is None:  # a concurrent upload of the id held it, then failed
+            raise UnavailableError(
+                f"a concurrent upload of {item.external_id!r} failed; retry it")
+        raise DuplicateItemError(existing)
 
     async def find_external(
         self, tenant: str, channel: Channel, external_id: str
     ) -> Item | None:
         """The item a producer stored under ``external_id``, whatever its status."""
-        async with self.db.session() as session:
+        async with self.db.reader() as session:
             stmt = select(Item).where(Item.tenant == tenant, Item.channel == channel.value,
                                       Item.external_id == external_id)
             return (await session.exec(stmt)).first()
@@ -323,7 +331,7 @@ class Archive:
     async def get(self, tenant: str, item_id: uuid.UUID) -> Item:
         """The item if it belongs to ``tenant`` and is not pending; ``NotFoundError`` otherwise
         (another tenant's item is indistinguishable from no item)."""
-        async with self.db.session() as session:
+        async with self.db.reader() as session:
             item = await session.get(Item, item_id)
         if item is None or item.tenant != tenant or item.status == ItemStatus.PENDING.value:
             raise NotFoundError(f"no item {item_id}")
@@ -401,7 +409,7 @@ class Archive:
 
     async def active_holds(self, tenant: str, item_id: uuid.UUID) -> list[str]:
         """Case references of the active holds on an item."""
-        async with self.db.session() as session:
+        async with self.db.reader() as session:
             return await _active_case_refs(session, tenant, item_id)
 
     async def destroy(

@@ -5,8 +5,10 @@ Starts ``archive serve`` (SQLite index, local encrypted store, a temporary folde
 each by default) with C concurrent clients, once with the tenant keeping originals and once
 keeping Ogg/Opus. It prints recordings/s and MB/s (of WAV received) for each, next to:
 
-- a bare ``LocalBlobStore.put`` of the same bytes with the same concurrency (no HTTP, no
-  encryption, no ffmpeg): the ceiling for storing originals;
+- a bare put of the same bytes into the same store with the same concurrency (no HTTP, no
+  encryption, no ffmpeg): the ceiling for storing originals. ``--store local`` (the default)
+  is the local folder store, ``--store s3`` a moto S3 server on 127.0.0.1 (the production
+  shape: the service and the bare put both write through the S3 API);
 - the plain ffmpeg command line transcoding the same files to Opus with the same encoder
   settings and the same number of processes at once: the ceiling for the Opus path.
 
@@ -16,6 +18,8 @@ transcode rate.
 
 import argparse
 import asyncio
+import contextlib
+import itertools
 import json
 import os
 import statistics
@@ -23,19 +27,22 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from functools import partial
 from pathlib import Path
 
 import aiohttp
 
 from ingest.audio import Rendition, Transcoder, find_ffmpeg
-from storage.base import iter_bytes
+from storage.base import BlobStore, iter_bytes
 from storage.local import LocalBlobStore
+from storage.s3 import S3BlobStore, create_bucket
 from tests.ingest import media
-from tests.servers import archive_serve, stop
+from tests.servers import archive_serve, moto_server, stop
 
 MB = 1e6
+S3_CREDENTIALS = "bench"  # moto accepts anything
+_buckets = itertools.count()
 
 
 async def timed(jobs: list[Callable[[], Awaitable[object]]], concurrency: int) -> float:
@@ -51,11 +58,41 @@ async def timed(jobs: list[Callable[[], Awaitable[object]]], concurrency: int) -
     return time.perf_counter() - start
 
 
-async def bare_put(files: list[bytes], concurrency: int) -> float:
+@contextlib.contextmanager
+def s3_environment(endpoint: str) -> Iterator[None]:
+    """Point the ``archive`` processes this bench starts at the moto server."""
+    saved = dict(os.environ)
+    os.environ.update({"ARCHIVE_S3_ENDPOINT_URL": endpoint,
+                       "AWS_ACCESS_KEY_ID": S3_CREDENTIALS,
+                       "AWS_SECRET_ACCESS_KEY": S3_CREDENTIALS})
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+async def new_bucket(endpoint: str) -> str:
+    bucket = f"bench-{next(_buckets)}"
+    await create_bucket(bucket, endpoint_url=endpoint, access_key=S3_CREDENTIALS,
+                        secret_key=S3_CREDENTIALS)
+    return bucket
+
+
+async def bare_put(files: list[bytes], concurrency: int, s3: str | None) -> float:
     with tempfile.TemporaryDirectory(prefix="bench-bare-") as folder:
-        store = await LocalBlobStore(Path(folder)).open()
-        return await timed([partial(store.put, f"bare/{i}", iter_bytes(f))
-                            for i, f in enumerate(files)], concurrency)
+        store: BlobStore
+        if s3 is None:
+            store = await LocalBlobStore(Path(folder)).open()
+        else:
+            store = await S3BlobStore(await new_bucket(s3), endpoint_url=s3,
+                                      access_key=S3_CREDENTIALS,
+                                      secret_key=S3_CREDENTIALS).open()
+        try:
+            return await timed([partial(store.put, f"bare/{i}", iter_bytes(f))
+                                for i, f in enumerate(files)], concurrency)
+        finally:
+            await store.close()
 
 
 def ffmpeg_cli(paths: list[Path], out: Path, concurrency: int) -> float:
@@ -84,11 +121,13 @@ def cpu_seconds(pid: int) -> tuple[float, float]:
 
 
 async def through_http(
-    files: list[bytes], policy: str, clients: int, data_dir: Path
+    files: list[bytes], policy: str, clients: int, data_dir: Path, s3: str | None
 ) -> tuple[float, float, float]:
     """Seconds for ``clients`` concurrent uploads of every file to a real ``archive serve``
     process (the clients run here, apart from the service, as producers do), and the service's
     user and system CPU seconds per upload meanwhile."""
+    if s3 is not None:
+        os.environ["ARCHIVE_STORE_URL"] = f"s3://{await new_bucket(s3)}/archive"
     server, base, secret = await asyncio.to_thread(archive_serve, data_dir / policy, "bench",
                                                    policy)
     try:
@@ -111,20 +150,33 @@ async def through_http(
         await asyncio.to_thread(stop, server)
 
 
-async def main(argv: list[str]) -> None:
+def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.ingest", description=__doc__)
     parser.add_argument("--count", type=int, default=16, help="recordings per run (16)")
     parser.add_argument("--minutes", type=float, default=5.0, help="length of each (5)")
     parser.add_argument("--clients", type=int, default=4, help="concurrent uploads (4)")
     parser.add_argument("--repeat", type=int, default=3, help="runs, median kept (3)")
+    parser.add_argument("--store", choices=("local", "s3"), default="local",
+                        help="where the service and the bare put store: a local folder "
+                             "(default) or a moto S3 server")
     args = parser.parse_args(argv)
+    if args.store == "local":
+        asyncio.run(run(args, None))
+        return
+    with (tempfile.TemporaryDirectory(prefix="bench-moto-") as logs,
+          moto_server(Path(logs)) as endpoint, s3_environment(endpoint)):
+        asyncio.run(run(args, endpoint))
+
+
+async def run(args: argparse.Namespace, s3: str | None) -> None:
     cores = os.cpu_count() or 1
     one = media.wav(args.minutes * 60)
     # Distinct files (so nothing is deduplicated), same size and content shape.
     files = [one[:-8] + i.to_bytes(8, "big") for i in range(args.count)]
     total = sum(len(f) for f in files)
     print(f"ingest benchmark: {args.count} recordings of {args.minutes:g} min 8 kHz mono WAV "
-          f"({len(one) / MB:.1f} MB each), {args.clients} clients, {cores} cores, "
+          f"({len(one) / MB:.1f} MB each), {args.store} store, {args.clients} clients, "
+          f"{cores} cores, "
           f"ffmpeg {find_ffmpeg()}, median of {args.repeat}; Python {sys.version.split()[0]}")
     results: dict[str, list[float]] = {}
     cpu: dict[str, list[tuple[float, float]]] = {}
@@ -138,12 +190,12 @@ async def main(argv: list[str]) -> None:
         (root / "cli").mkdir()
         await Transcoder().probe(iter_bytes(files[0]))  # warm the binary's page cache
         for r in range(args.repeat):
-            results.setdefault("bare put", []).append(await bare_put(files, args.clients))
+            results.setdefault("bare put", []).append(await bare_put(files, args.clients, s3))
             results.setdefault("ffmpeg CLI -> opus", []).append(
                 ffmpeg_cli(paths, root / "cli", cores))
             for policy in ("original", "opus"):
                 seconds, user, system = await through_http(files, policy, args.clients,
-                                                           root / f"run{r}")
+                                                           root / f"run{r}", s3)
                 results.setdefault(f"HTTP, keep {policy}", []).append(seconds)
                 cpu.setdefault(policy, []).append((user, system))
     secs = {k: statistics.median(v) for k, v in results.items()}
@@ -163,4 +215,4 @@ async def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1:]))
+    main(sys.argv[1:])

@@ -27,7 +27,7 @@ from archive.errors import (
     UnprocessableError,
     UnsupportedMediaError,
 )
-from archive.models import Channel, Item, ItemStatus, Tenant
+from archive.models import Channel, Item, ItemStatus
 from archive.service import MEDIA, Actor, Archive, DuplicateItemError, ItemWriter
 from archive.settings import Settings
 from ingest import wav
@@ -131,11 +131,6 @@ class Ingestor:
         transcoder = Transcoder(settings.ffmpeg or None, settings.transcode_concurrency or None)
         return cls(archive, transcoder, settings.max_upload_bytes)
 
-    async def media_policy(self, tenant: str) -> MediaPolicy:
-        async with self.archive.db.session() as session:
-            row = await session.get(Tenant, tenant)
-        return MediaPolicy(row.media_policy if row else MediaPolicy.ORIGINAL)
-
     # -- recordings ----------------------------------------------------------------------------
 
     async def recording(
@@ -143,15 +138,12 @@ class Ingestor:
         actor: Actor,
     ) -> IngestResult:
         source = _Source(body, self.max_upload_bytes)
-        existing = await self.archive.find_external(tenant, Channel.CALL, metadata.external_id)
-        if existing is not None:
-            return await self._retry(existing, metadata, source)
-        policy = await self.media_policy(tenant)
         try:
             async with self.archive.writer(
                 tenant=tenant, channel=Channel.CALL, external_id=metadata.external_id,
                 started_at=metadata.started_at, actor=actor, fields=metadata.fields,
             ) as w:
+                policy = MediaPolicy(w.tenant.media_policy)
                 # One permit for all of an upload's ffmpeg jobs: two jobs fed by one tee, each
                 # waiting for a permit of its own, could deadlock with another upload.
                 async with self.transcoder.permit():
@@ -188,29 +180,37 @@ class Ingestor:
             source.same_as_stored(w.item)
             w.describe(MEDIA, facts.media_type())
             return facts, "original"
-        chunks = source.chunks()
+        head, rest = await wav.peek(source.chunks())
+        header = wav.parse_header(head)
+        channels = header.channels if header is not None else None  # spares Opus an ffmpeg
+        chunks = _prepend(head, rest)
         if policy == MediaPolicy.BOTH:
             first, second = tee(chunks, 2)
             if pci:
                 facts, _ = await _together(
-                    self._transcode_into(w, ORIGINAL, first, Rendition.FLAC, pci),
-                    self._transcode_into(w, MEDIA, second, Rendition.OPUS, pci))
+                    self._transcode_into(w, ORIGINAL, first, Rendition.FLAC, pci=pci,
+                                         channels=channels),
+                    self._transcode_into(w, MEDIA, second, Rendition.OPUS, pci=pci,
+                                         channels=channels))
                 return facts, "opus+flac"
             _, facts = await _together(
                 w.store(ORIGINAL, "application/octet-stream", first),
-                self._transcode_into(w, MEDIA, second, Rendition.OPUS, pci))
+                self._transcode_into(w, MEDIA, second, Rendition.OPUS, pci=pci,
+                                     channels=channels))
             w.describe(ORIGINAL, facts.media_type())
             return facts, "opus+original"
         # OPUS, or ORIGINAL with card-payment audio to silence: a lossless FLAC then.
         rendition = Rendition.OPUS if policy == MediaPolicy.OPUS else Rendition.FLAC
-        facts = await self._transcode_into(w, MEDIA, chunks, rendition, pci)
+        facts = await self._transcode_into(w, MEDIA, chunks, rendition, pci=pci,
+                                           channels=channels)
         return facts, rendition.value
 
     async def _transcode_into(
         self, w: ItemWriter, kind: str, chunks: AsyncIterator[bytes], rendition: Rendition,
-        pci: tuple[tuple[float, float], ...],
+        *, pci: tuple[tuple[float, float], ...], channels: int | None,
     ) -> AudioFacts:
-        async with self.transcoder.transcode(chunks, output=rendition, silence=pci) as job:
+        async with self.transcoder.transcode(chunks, output=rendition, silence=pci,
+                                             channels=channels) as job:
             await w.store(kind, rendition.media_type, job.output)
             return await job.facts()
 
@@ -221,9 +221,6 @@ class Ingestor:
     ) -> IngestResult:
         data = transcript.to_json_bytes()
         source = _Source(iter_bytes(data), self.max_upload_bytes)
-        existing = await self.archive.find_external(tenant, Channel.CHAT, metadata.external_id)
-        if existing is not None:
-            return await self._retry(existing, metadata, source)
         extra = {"messages": len(transcript.messages),
                  "redactions": {"cards": transcript.redactions.cards,
                                 "security_codes": transcript.redactions.security_codes}}

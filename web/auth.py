@@ -17,7 +17,7 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     scheme, _, secret = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not secret.strip():
         raise UnauthorizedError("send 'Authorization: Bearer <token>'")
-    async with request.app[DATABASE].session() as session:
+    async with request.app[DATABASE].reader() as session:
         who = await authenticate(session, secret.strip(), request.app[CLOCK].now())
     if who is None:
         raise UnauthorizedError("the token is unknown, expired or revoked")

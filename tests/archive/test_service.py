@@ -110,6 +110,25 @@ async def test_duplicate_external_id_is_a_conflict_and_changes_nothing(archive: 
 
 
 @pytest.mark.usefixtures("tenants")
+async def test_an_item_for_an_unknown_tenant_is_refused_and_leaves_nothing(
+    archive: Archive,
+) -> None:
+    with pytest.raises(NotFoundError, match="no tenant 'hackney'"):
+        await _put(archive, b"data", tenant="hackney")
+    assert await _rows(archive) == []
+    assert await _objects(archive) == []
+
+
+@pytest.mark.usefixtures("tenants")
+async def test_the_writer_sees_the_tenant_it_writes_for(archive: Archive) -> None:
+    async with archive.writer(tenant="barnet", channel=Channel.CALL, external_id="c-1",
+                              started_at=archive.clock.now(), actor=ACTOR) as w:
+        assert w.tenant.id == "barnet"
+        assert w.tenant.media_policy == "original"
+        await w.store("media", "audio/wav", iter_bytes(b"data"))
+
+
+@pytest.mark.usefixtures("tenants")
 async def test_pending_items_are_invisible(archive: Archive) -> None:
     item = await _put(archive, b"data")
     async with archive.db.session() as session:

@@ -95,9 +95,11 @@ async def probe(data: bytes) -> AudioFacts:
 
 
 async def transcode(data: bytes, output: Rendition,
-                    silence: tuple[tuple[float, float], ...] = ()) -> tuple[bytes, AudioFacts]:
+                    silence: tuple[tuple[float, float], ...] = (),
+                    channels: int | None = None) -> tuple[bytes, AudioFacts]:
     async def run() -> tuple[bytes, AudioFacts]:
-        async with Transcoder().transcode(chunks(data), output=output, silence=silence) as job:
+        async with Transcoder().transcode(chunks(data), output=output, silence=silence,
+                                          channels=channels) as job:
             out = b"".join([c async for c in job.output])
             return out, await job.facts()
     return await asyncio.wait_for(run(), TIMEOUT)
@@ -195,10 +197,13 @@ async def test_a_wav_from_a_streaming_writer_is_accepted() -> None:
 # -- renditions ----------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("hinted", [False, True], ids=["two-ffmpegs", "one-ffmpeg"])
 @pytest.mark.parametrize("channels", [1, 2])
-async def test_opus_rendition_decodes_to_the_same_duration_and_channels(channels: int) -> None:
+async def test_opus_rendition_decodes_to_the_same_duration_and_channels(
+    channels: int, hinted: bool
+) -> None:
     data = media.wav(10, channels=channels)
-    out, facts = await transcode(data, Rendition.OPUS)
+    out, facts = await transcode(data, Rendition.OPUS, channels=channels if hinted else None)
     assert (facts.format, facts.channels, facts.duration) == ("wav", channels, 10.0)
     rendition = await probe(out)
     assert (rendition.format, rendition.codec, rendition.channels) == ("ogg", "opus", channels)
@@ -208,8 +213,9 @@ async def test_opus_rendition_decodes_to_the_same_duration_and_channels(channels
     assert 0.03 < len(out) / len(data) < 0.14
 
 
-async def test_opus_keeps_the_two_parties_apart() -> None:
-    out, _ = await transcode(wav_stereo(), Rendition.OPUS)
+@pytest.mark.parametrize("hint", [None, 2], ids=["two-ffmpegs", "one-ffmpeg"])
+async def test_opus_keeps_the_two_parties_apart(hint: int | None) -> None:
+    out, _ = await transcode(wav_stereo(), Rendition.OPUS, channels=hint)
     samples = array.array("h", media.decode(out, rate=8000))
     left, right = samples[0::2], samples[1::2]
     assert left != right  # 440 Hz and 660 Hz, not a mono downmix
@@ -226,6 +232,22 @@ async def test_flac_rendition_is_lossless(make: Callable[[], bytes]) -> None:
     with wave.open(io.BytesIO(data)) as original:
         pcm = original.readframes(original.getnframes())
     assert media.decode(out) == pcm
+
+
+@pytest.mark.parametrize(("hint", "processes"), [(None, 2), (1, 1)])
+async def test_a_known_channel_count_encodes_opus_in_one_process(
+    hint: int | None, processes: int
+) -> None:
+    async with Transcoder().transcode(chunks(wav_mono()), output=Rendition.OPUS,
+                                      channels=hint) as job:
+        out = b"".join([c async for c in job.output])
+        assert len(job.pids) == processes
+    assert (await probe(out)).codec == "opus"
+
+
+async def test_a_channel_count_below_one_is_refused() -> None:
+    with pytest.raises(ValueError, match="channels"):
+        Transcoder().transcode(chunks(wav_mono()), output=Rendition.OPUS, channels=0)
 
 
 def test_renditions_name_their_media_types() -> None:
@@ -257,12 +279,16 @@ async def test_flac_is_digitally_silent_in_card_ranges(
     assert media.level_db(out, 3.0, 4.0).mean_db > -25
 
 
-@pytest.mark.parametrize("make", [wav_4s_mono, wav_4s_stereo], ids=["mono", "stereo"])
-async def test_opus_is_silent_in_card_ranges(make: Callable[[], bytes]) -> None:
+@pytest.mark.parametrize("hinted", [False, True], ids=["two-ffmpegs", "one-ffmpeg"])
+@pytest.mark.parametrize(("make", "channels"), [(wav_4s_mono, 1), (wav_4s_stereo, 2)],
+                         ids=["mono", "stereo"])
+async def test_opus_is_silent_in_card_ranges(
+    make: Callable[[], bytes], channels: int, hinted: bool
+) -> None:
     """Opus was fed digital silence (ranges widened by 0.1 s against the codec's smear); what
     its decoder makes of it is its noise floor: measured -99 dB RMS / -92 dB peak in mono,
     -96.5 / -86 dB in coupled stereo, against -21 dB RMS for the tone."""
-    out, _ = await transcode(make(), Rendition.OPUS, RANGES)
+    out, _ = await transcode(make(), Rendition.OPUS, RANGES, channels if hinted else None)
     for start, end in RANGES:
         level = media.level_db(out, start, end)
         assert level.mean_db <= -90, (start, end, level)
