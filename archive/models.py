@@ -56,6 +56,9 @@ class ItemStatus(enum.StrEnum):
     ACTIVE = "active"
     PURGED = "purged"  # destroyed at the end of its retention window
     ERASED = "erased"  # destroyed on a data subject's request
+    # Identifying content destroyed on request; what is left identifies no one: a chat keeps a
+    # redacted transcript (readable), a call keeps only non-identifying metadata (no audio).
+    ANONYMISED = "anonymised"
 
 
 class Role(enum.StrEnum):
@@ -64,6 +67,7 @@ class Role(enum.StrEnum):
     QUALITY = "quality"
     ADMIN = "admin"
     AUDITOR = "auditor"
+    PRIVACY = "privacy"  # the data protection team: subject access, correction, erasure
 
 
 def _ts(**kw: Any) -> Any:
@@ -257,3 +261,39 @@ class Token(SQLModel, table=True):
     created_at: datetime = _ts()
     expires_at: datetime | None = _ts(default=None)
     revoked_at: datetime | None = _ts(default=None)
+
+
+class ItemVersion(SQLModel, table=True):
+    """A rectification: the item's correctable metadata as it was before a change, kept for
+    the record. Holds personal data, so destroying the item deletes its versions."""
+
+    __tablename__ = "item_versions"
+    __table_args__ = (sa.UniqueConstraint("item_id", "version", name="uq_item_versions"),)
+
+    id: uuid.UUID = Field(primary_key=True)
+    item_id: uuid.UUID = Field(foreign_key="items.id")
+    tenant: str = Field(max_length=63)
+    version: int  # 1: as ingested; the item itself is the latest version
+    fields: dict[str, Any] = Field(sa_type=sa.JSON)  # the metadata of this version
+    reason: str | None = Field(default=None, max_length=2000)  # why it was replaced
+    replaced_by: str | None = Field(default=None, max_length=100)  # the actor who changed it
+    replaced_at: datetime | None = _ts(default=None)
+
+
+class Export(SQLModel, table=True):
+    """An evidence bundle or subject-access export: what was asked for, by whom and why. The
+    bundle itself is built (streamed) from the items on each download, never stored."""
+
+    __tablename__ = "exports"
+    __table_args__ = (sa.Index("ix_exports_tenant", "tenant", "created_at"),)
+
+    id: uuid.UUID = Field(primary_key=True)
+    tenant: str = Field(foreign_key="tenants.id", max_length=63)
+    kind: str = Field(max_length=16)  # "evidence" or "subject-access"
+    purpose: str = Field(max_length=2000)
+    case_ref: str | None = Field(default=None, max_length=100)
+    query: dict[str, Any] | None = Field(default=None, sa_type=sa.JSON)  # as asked
+    item_ids: list[str] = Field(sa_type=sa.JSON)  # resolved when the export was created
+    created_by: str = Field(max_length=100)
+    role: str = Field(max_length=16)
+    created_at: datetime = _ts()

@@ -3,7 +3,7 @@
 from functools import cache
 from typing import Any
 
-from web.routes import ENDPOINTS
+from web.routes import ENDPOINTS, VIEW_MODULES
 
 _STR = {"type": "string"}
 _NSTR = {"type": ["string", "null"]}
@@ -152,7 +152,8 @@ def document() -> dict[str, Any]:
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
                                            "description": "A token from 'archive tokens create'"}},
-            "schemas": SCHEMAS,
+            "schemas": {**SCHEMAS, **{name: schema for module in VIEW_MODULES
+                                      for name, schema in module.SCHEMAS.items()}},
             "responses": {
                 "Unauthorized": _problem("No valid token"),
                 "Forbidden": _problem("The token's role may not do this"),

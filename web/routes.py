@@ -2,40 +2,17 @@
 description. The auth middleware enforces ``roles`` from here and ``web.openapi`` documents the
 same table, so the code and the document cannot drift apart."""
 
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from typing import Any
-
 from aiohttp import web
 
 from archive.models import Role
-from web.views import ingest, items, system
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+from web.endpoint import Endpoint
+from web.endpoint import json_answer as _json
+from web.endpoint import ref as _ref
+from web.views import exports, ingest, items, media, rights, search, system
 
 ALL_ROLES = frozenset(Role)
 READERS = frozenset({Role.COMPLAINTS, Role.QUALITY, Role.ADMIN})
 PRODUCERS = frozenset({Role.INGEST, Role.ADMIN})
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    method: str
-    path: str
-    handler: Handler
-    name: str
-    summary: str
-    roles: frozenset[Role] | None  # None: public, no token needed
-    spec: dict[str, Any] = field(default_factory=dict)  # OpenAPI operation fields
-
-
-def _ref(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
-def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": schema}}}
-
 
 ENDPOINTS: list[Endpoint] = [
     Endpoint("GET", "/healthz", system.healthz, "healthz",
@@ -115,6 +92,11 @@ ENDPOINTS += [
                   "text/plain": {"schema": {"type": "string"}}}},
               "responses": _INGEST_ANSWERS}),
 ]
+
+# Retrieval and data-subject rights: each module lists its own routes and schemas.
+VIEW_MODULES = (search, media, exports, rights)
+for _module in VIEW_MODULES:
+    ENDPOINTS += _module.ENDPOINTS
 
 ENDPOINTS_BY_NAME = {e.name: e for e in ENDPOINTS}
 

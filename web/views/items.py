@@ -1,5 +1,6 @@
 """Reading items (more of retrieval comes with the retrieval issue)."""
 
+import uuid
 from typing import Any
 
 from aiohttp import web
@@ -42,19 +43,40 @@ def item_json(item: Item, holds: list[str]) -> dict[str, Any]:
     }
 
 
-async def get_item(request: web.Request) -> web.Response:
+async def readable_item(request: web.Request) -> Item:
+    """The item named by the path's ``item_id``, if the caller's tenant has it and their role
+    may read it (quality monitors: calls only); 404/403 otherwise. Destroyed items are
+    returned too (their record, without content): callers that serve content check status."""
     who = principal(request)
     item_id = parse_uuid(request.match_info["item_id"])
     if item_id is None:
         raise NotFoundError(f"no item {request.match_info['item_id']!r}")
-    archive = request.app[ARCHIVE]
-    item = await archive.get(who.tenant, item_id)
+    item = await request.app[ARCHIVE].get(who.tenant, item_id)
     if who.role == Role.QUALITY and item.channel != Channel.CALL.value:
         raise ForbiddenError("quality monitors may read calls only")
-    holds = await archive.active_holds(who.tenant, item.id)
+    return item
+
+
+def purpose(request: web.Request) -> str:
+    """The caller's stated purpose (``X-Purpose``), cut to 200 characters, for the audit log."""
+    return request.headers.get("X-Purpose", "")[:200]
+
+
+async def record(request: web.Request, action: str, item_id: uuid.UUID | None = None,
+                 detail: dict[str, Any] | None = None) -> None:
+    """Append an audit event for the caller (with their stated purpose) in its own
+    transaction. ``detail`` must hold no personal data."""
+    who = principal(request)
+    archive = request.app[ARCHIVE]
     async with request.app[DATABASE].session() as session:
         await audit.append(session, tenant=who.tenant, at=archive.clock.now(), actor=who.actor,
-                           role=who.role.value, action="item.view", item_id=item.id,
-                           detail={"purpose": request.headers.get("X-Purpose", "")[:200]})
+                           role=who.role.value, action=action, item_id=item_id,
+                           detail={"purpose": purpose(request), **(detail or {})})
         await session.commit()
+
+
+async def get_item(request: web.Request) -> web.Response:
+    item = await readable_item(request)
+    holds = await request.app[ARCHIVE].active_holds(item.tenant, item.id)
+    await record(request, "item.view", item.id)
     return web.json_response(item_json(item, holds))

@@ -1,0 +1,32 @@
+"""One route of the API: what the route table (web/routes.py) lists and OpenAPI documents."""
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from archive.models import Role
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    method: str
+    path: str
+    handler: Handler
+    name: str
+    summary: str
+    roles: frozenset[Role] | None  # None: public, no token needed
+    spec: dict[str, Any] = field(default_factory=dict)  # OpenAPI operation fields
+
+
+def ref(name: str) -> dict[str, str]:
+    """A reference to a schema of the OpenAPI document's components."""
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def json_answer(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    """An OpenAPI response with a JSON body."""
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
