@@ -190,6 +190,40 @@ async def cmd_audit_verify(args: argparse.Namespace, settings: Settings) -> int:
     return 1 if broken else 0
 
 
+def _public_key_arg(value: str) -> bytes:
+    """``--public-key``: the key in base64, or a file holding it (base64 or PEM)."""
+    from archive import signing
+
+    source = Path(value)
+    if len(value) < 4096 and source.is_file():
+        value = source.read_text(errors="replace")
+    return signing.parse_public_key(value)
+
+
+async def cmd_verify_bundle(args: argparse.Namespace, settings: Settings) -> int:
+    from archive import exports
+
+    key: bytes | None = None
+    if args.public_key:
+        try:
+            key = _public_key_arg(args.public_key)
+        except (ValueError, OSError) as exc:
+            _err(f"--public-key: {exc}")
+            return 2
+    report = await asyncio.to_thread(exports.check_bundle, args.bundle, key)
+    if report.key_from_bundle:
+        _err("warning: checked with the public key inside the bundle, which shows only that "
+             "the bundle is intact; to prove who made it, pass --public-key with the key "
+             "obtained independently (GET /v1/signing-key)")
+    if report.problems:
+        print(f"bundle NOT verified: {len(report.problems)} problem(s)")
+        for problem in report.problems:
+            print(f"  - {problem}")
+        return 1
+    print(f"bundle verified: {report.files} files, signed by key {report.key_id}")
+    return 0
+
+
 async def _until_signalled(run: Callable[[asyncio.Event], Awaitable[object]]) -> object:
     """Run an importer until it ends or SIGTERM/SIGINT asks it to stop between files."""
     stop = asyncio.Event()
@@ -323,6 +357,13 @@ def _admin_commands(sub: Any, add: Adder) -> None:
     aud = sub.add_parser("audit", help="audit log").add_subparsers(dest="audit", required=True)
     p = add("verify", cmd_audit_verify, "verify the audit hash chains; exit 1 if broken", aud)
     p.add_argument("--tenant")
+
+    p = add("verify-bundle", cmd_verify_bundle,
+            "check an evidence bundle's signature and every file's hash; exit 1 if not intact")
+    p.add_argument("bundle", type=Path, metavar="FILE.zip")
+    p.add_argument("--public-key", metavar="BASE64_OR_FILE",
+                   help="the archive's public key (base64, or a file holding it or a PEM "
+                        "public key), obtained independently of the bundle")
 
 
 def _ingest_commands(sub: Any, add: Adder) -> None:

@@ -101,8 +101,9 @@ class Item(SQLModel, table=True):
     __tablename__ = "items"
     __table_args__ = (
         sa.UniqueConstraint("tenant", "channel", "external_id", name="uq_items_external"),
-        # Searches: each filter with the tenant first and newest first.
-        sa.Index("ix_items_tenant_started", "tenant", "started_at"),
+        # Searches: each filter with the tenant first and newest first. Every search has a
+        # status; with the id too, a search pages through this index alone (archive/search.py).
+        sa.Index("ix_items_tenant_status_started", "tenant", "status", "started_at", "id"),
         sa.Index("ix_items_caller", "tenant", "caller_number", "started_at"),
         sa.Index("ix_items_called", "tenant", "called_number", "started_at"),
         sa.Index("ix_items_email", "tenant", "customer_email", "started_at"),

@@ -11,7 +11,7 @@ import asyncio
 import hashlib
 import logging
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -41,10 +41,11 @@ from archive.models import (
     HoldItem,
     Item,
     ItemStatus,
+    ItemVersion,
     Tenant,
 )
 from storage import crypto
-from storage.base import BlobStore
+from storage.base import BlobStore, iter_bytes
 from storage.errors import (
     BlobNotFoundError,
     IntegrityError,
@@ -272,8 +273,11 @@ class Archive:
             return (await session.exec(stmt)).first()
 
     async def _store_object(
-        self, item: Item, data_key: bytes, kind: str, chunks: AsyncIterator[bytes]
+        self, item: Item, data_key: bytes, kind: str, chunks: AsyncIterator[bytes],
+        at: str | None = None,
     ) -> tuple[int, str]:
+        """Encrypt and store one object of ``item`` (at its usual key unless ``at`` names
+        another); return its plaintext size and SHA-256."""
         hasher = hashlib.sha256()
         size = 0
 
@@ -287,7 +291,7 @@ class Archive:
         key = crypto.derive_object_key(data_key, kind)
         sealed = crypto.encrypt(key, item.id.bytes, hashed(), self.segment_size)
         try:
-            await self.store.put(object_key_of(item, kind), sealed)
+            await self.store.put(at or object_key_of(item, kind), sealed)
         except StorageError as exc:
             raise translate_storage_error(exc) from exc
         return size, hasher.hexdigest()
@@ -341,7 +345,8 @@ class Archive:
                    kind: str = MEDIA) -> AsyncIterator[bytes]:
         """Yield plaintext ``[start, end)`` of one of the item's objects (its media unless
         ``kind`` names another), decrypting only the segments needed."""
-        if item.status != ItemStatus.ACTIVE.value or item.wrapped_key is None:
+        readable = {ItemStatus.ACTIVE.value, ItemStatus.ANONYMISED.value}
+        if item.status not in readable or item.wrapped_key is None:
             raise NotFoundError(f"item {item.id} has no content: it was destroyed")
         assert item.kek_id is not None
         size = item.plain_size if kind == MEDIA else (item.objects or {}).get(kind, {}).get(
@@ -405,6 +410,89 @@ class Archive:
             await session.commit()
         return total
 
+    # -- replacing content ---------------------------------------------------------------------
+
+    async def replace_content(
+        self, item: Item, *, media_type: str, data: bytes, fields: Mapping[str, Any],
+        status: ItemStatus, actor: Actor, action: str,
+        detail: Mapping[str, Any] | None = None,
+    ) -> Item:
+        """Replace all of an item's content with one new media object under a new data key,
+        set ``fields`` and ``status``, and delete the item's earlier versions (anonymisation).
+
+        The new object is stored first, at a new object key; one commit then switches the index
+        to it (new wrapped key, object facts, fields) and appends the ``action`` audit event;
+        the old objects are deleted after. The old data key goes with that commit, so every
+        copy of the old objects is unreadable from then on, whether or not their deletion
+        succeeds. Any failure before the commit deletes the new object and leaves the item as
+        it was. Refused (``ConflictError``) while a hold is active, or when the item changed
+        since ``item`` was read (its ``updated_at`` differs): read it again and retry.
+        """
+        check_fields(fields)
+        data_key = crypto.new_data_key()
+        try:
+            wrapped = await self.keys.wrap(item.tenant, data_key, str(item.id))
+        except KeyringError as exc:
+            raise translate_storage_error(exc) from exc
+        base = object_key(item.tenant, item.channel, item.started_at, item.id)
+        new_key = f"{base}.c{uuid7().hex}"
+        try:
+            size, digest = await self._store_object(
+                item, data_key, MEDIA, iter_bytes(data), at=new_key)
+            old_objects = await self._switch_content(
+                item, new_key, wrapped, media_type=media_type, size=size, digest=digest,
+                fields=fields, status=status, actor=actor, action=action, detail=detail)
+        except BaseException:
+            await asyncio.shield(self._delete_quietly([new_key]))
+            raise
+        await self._delete_quietly(old_objects)
+        return await self.get(item.tenant, item.id)
+
+    async def _switch_content(
+        self, seen: Item, new_key: str, wrapped: WrappedKey, *, media_type: str, size: int,
+        digest: str, fields: Mapping[str, Any], status: ItemStatus, actor: Actor, action: str,
+        detail: Mapping[str, Any] | None,
+    ) -> list[str]:
+        """The commit of ``replace_content``; returns the keys of the objects it replaced."""
+        now = self.clock.now()
+        async with self.db.session() as session:
+            item = (await session.exec(
+                select(Item).where(Item.id == seen.id).with_for_update())).first()
+            if item is None or item.tenant != seen.tenant or item.wrapped_key is None:
+                raise NotFoundError(f"no item {seen.id}")
+            if item.updated_at != seen.updated_at or item.status != seen.status:
+                raise ConflictError(f"item {seen.id} changed meanwhile; read it and retry")
+            held = await _active_case_refs(session, item.tenant, item.id)
+            if held:
+                raise ConflictError(
+                    f"item {item.id} is under legal hold for case(s) {', '.join(held)}")
+            old = [object_key_of(item, k) for k in sorted({MEDIA, *(item.objects or {})})]
+            previous_sha256 = item.sha256
+            for name, value in fields.items():
+                setattr(item, name, value)
+            item.object_key, item.objects = new_key, None
+            item.wrapped_key, item.kek_id = wrapped.blob, wrapped.kek_id
+            item.media_type, item.plain_size, item.sha256 = media_type, size, digest
+            item.stored_size = crypto.ciphertext_size(size, self.segment_size)
+            item.status = status.value
+            item.updated_at = now
+            session.add(item)
+            await session.exec(sa.delete(ItemVersion).where(col(ItemVersion.item_id) == item.id))
+            await audit.append(session, tenant=item.tenant, at=now, actor=actor.name,
+                               role=actor.role, action=action, item_id=item.id,
+                               detail={**(detail or {}), "previous_sha256": previous_sha256,
+                                       "sha256": digest})
+            await session.commit()
+        return old
+
+    async def _delete_quietly(self, keys: list[str]) -> None:
+        """Delete objects whose key is already gone from the index (or never reached it)."""
+        for key in keys:
+            try:
+                await self.store.delete(key)
+            except StorageError:
+                log.warning("an object no longer in the index was not deleted; the sweeper will")
+
     # -- destruction ---------------------------------------------------------------------------
 
     async def active_holds(self, tenant: str, item_id: uuid.UUID) -> list[str]:
@@ -414,14 +502,21 @@ class Archive:
 
     async def destroy(
         self, tenant: str, item_id: uuid.UUID, *, reason: str, actor: Actor,
-        status: ItemStatus = ItemStatus.ERASED,
+        status: ItemStatus = ItemStatus.ERASED, action: str = "item.destroy",
+        keep: Callable[[Item], Mapping[str, Any]] | None = None,
+        detail: Mapping[str, Any] | None = None,
     ) -> Destruction:
-        """Crypto-shred an item: its wrapped key is destroyed, personal fields stripped, a
-        destruction record written, then its object deleted. Refused while any hold is active.
+        """Crypto-shred an item: its wrapped key is destroyed, personal fields and earlier
+        versions (rectifications) deleted, a destruction record written, then its objects
+        deleted. Refused while any hold is active.
 
         The commit that drops the wrapped key is the moment of destruction: every copy of the
         object (replicas, backups) is unreadable from then on, whether or not the object delete
         that follows succeeds (the sweeper removes objects whose item is gone).
+
+        ``keep`` returns, from the item as it was, values to set after personal fields are
+        stripped (anonymisation keeps a postcode's district); ``detail`` is added to the audit
+        event of ``action`` and must hold no personal data.
         """
         now = self.clock.now()
         async with self.db.session() as session:
@@ -429,12 +524,14 @@ class Archive:
                 select(Item).where(Item.id == item_id).with_for_update())).first()
             if item is None or item.tenant != tenant or item.status == ItemStatus.PENDING.value:
                 raise NotFoundError(f"no item {item_id}")
-            if item.status in {ItemStatus.PURGED.value, ItemStatus.ERASED.value}:
+            if item.status in {ItemStatus.PURGED.value, ItemStatus.ERASED.value} or (
+                    item.wrapped_key is None):
                 raise ConflictError(f"item {item_id} was already destroyed")
             held = await _active_case_refs(session, tenant, item_id)
             if held:
                 raise ConflictError(
                     f"item {item_id} is under legal hold for case(s) {', '.join(held)}")
+            kept = dict(keep(item)) if keep is not None else {}
             record = Destruction(
                 id=uuid7(), item_id=item.id, tenant=tenant, channel=item.channel, reason=reason,
                 retention_basis=item.retention_basis, retain_until=item.retain_until,
@@ -444,13 +541,17 @@ class Archive:
             item.kek_id = None
             for name in PERSONAL_FIELDS:
                 setattr(item, name, None)
+            for name, value in kept.items():
+                setattr(item, name, value)
             item.status = status.value
             item.updated_at = now
             session.add(item)
             session.add(record)
+            await session.exec(sa.delete(ItemVersion).where(col(ItemVersion.item_id) == item.id))
             await audit.append(session, tenant=tenant, at=now, actor=actor.name, role=actor.role,
-                               action="item.destroy", item_id=item.id,
-                               detail={"reason": reason, "destruction_id": str(record.id)})
+                               action=action, item_id=item.id,
+                               detail={**(detail or {}), "reason": reason,
+                                       "destruction_id": str(record.id)})
             await session.commit()
         for obj in objects:
             try:

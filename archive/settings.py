@@ -47,6 +47,9 @@ class Settings:
     kms_region: str = field(default="eu-west-2", metadata=_doc("Region of the KMS keys."))
     kms_alias_prefix: str = field(default="archive", metadata=_doc(
         "KMS aliases are alias/PREFIX-TENANT."))
+    signing_key_file: Path | None = field(default=None, metadata=_doc(
+        "Ed25519 private key (PEM, mode 0600, created on first use) that signs evidence "
+        "bundles. Empty: DATA_DIR/signing-key.pem."))
     host: str = field(default="127.0.0.1", metadata=_doc("Address the HTTP server binds."))
     port: int = field(default=8080, metadata=_doc("Port the HTTP server binds."))
     segment_size: int = field(default=64 * 1024, metadata=_doc(

@@ -97,7 +97,7 @@ SCHEMAS: dict[str, Any] = {
             "tenant": _STR,
             "channel": {"enum": ["call", "chat"]},
             "external_id": _STR,
-            "status": {"enum": ["active", "purged", "erased"]},
+            "status": {"enum": ["active", "purged", "erased", "anonymised"]},
             "started_at": {"type": "string", "format": "date-time"},
             "ended_at": _NTIME,
             "duration": {"type": ["number", "null"]},
