@@ -10,6 +10,9 @@ from archive.models import Role
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
+# Who may find and read items: complaints staff, quality monitors (calls only) and admins.
+READERS = frozenset({Role.COMPLAINTS, Role.QUALITY, Role.ADMIN})
+
 
 @dataclass(frozen=True)
 class Endpoint:

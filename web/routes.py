@@ -5,13 +5,12 @@ same table, so the code and the document cannot drift apart."""
 from aiohttp import web
 
 from archive.models import Role
-from web.endpoint import Endpoint
+from web.endpoint import READERS, Endpoint
 from web.endpoint import json_answer as _json
 from web.endpoint import ref as _ref
 from web.views import exports, ingest, items, media, rights, search, system
 
 ALL_ROLES = frozenset(Role)
-READERS = frozenset({Role.COMPLAINTS, Role.QUALITY, Role.ADMIN})
 PRODUCERS = frozenset({Role.INGEST, Role.ADMIN})
 
 ENDPOINTS: list[Endpoint] = [

@@ -15,12 +15,10 @@ from archive.search import (
     parse_query,
     search,
 )
-from web.endpoint import Endpoint, json_answer, ref
+from web.endpoint import READERS, Endpoint, json_answer, ref
 from web.keys import DATABASE, principal
 from web.views.items import item_json, record
 
-# The same readers as web.routes.READERS (which imports this module, so cannot be imported).
-_READERS = frozenset({Role.COMPLAINTS, Role.QUALITY, Role.ADMIN})
 _PAGING = ("limit", "cursor")
 
 
@@ -96,7 +94,7 @@ _PARAMETERS = [
 
 ENDPOINTS: list[Endpoint] = [
     Endpoint("GET", "/v1/items", list_items, "list_items",
-             "Search items, newest first", _READERS,
+             "Search items, newest first", READERS,
              {"parameters": _PARAMETERS,
               "responses": {"200": json_answer(ref("ItemPage"), "A page of matching items"),
                             "400": {"$ref": "#/components/responses/BadRequest"}}}),
