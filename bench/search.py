@@ -16,7 +16,6 @@ erased (personal fields gone); about 1% under legal holds (some holds released).
 
 import argparse
 import asyncio
-import os
 import random
 import statistics
 import subprocess
@@ -35,7 +34,7 @@ import asyncpg
 
 from archive.db import Database
 from archive.ids import uuid7
-from tests.servers import free_port, stop, wait_http
+from tests.servers import archive_serve, stop
 
 TARGET_P95_MS = 25.0
 TENANT = "bench"
@@ -276,18 +275,9 @@ def quantiles(times: list[float]) -> tuple[float, float]:
 
 
 def serve(url: str, data_dir: Path) -> tuple["subprocess.Popen[bytes]", str, str]:
-    archive = str(Path(sys.executable).with_name("archive"))
-    env = {**os.environ, "ARCHIVE_DATA_DIR": str(data_dir), "ARCHIVE_DATABASE_URL": url,
-           "ARCHIVE_LOG_LEVEL": "WARNING"}
-    secret = subprocess.run(
-        [archive, "tokens", "create", "--role", "complaints", "--tenant", TENANT],
-        env=env, check=True, capture_output=True, text=True).stdout.strip()
-    port = free_port()
-    proc = subprocess.Popen([archive, "serve", "--port", str(port)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
-    wait_http(base + "/healthz", proc=proc)
-    return proc, base, secret
+    """A real ``archive serve`` on the bench database, with a complaints token."""
+    return archive_serve(data_dir, TENANT, role="complaints",
+                         extra_env={"ARCHIVE_DATABASE_URL": url, "ARCHIVE_LOG_LEVEL": "WARNING"})
 
 
 async def admin(url: str, sql: str) -> None:

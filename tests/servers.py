@@ -68,16 +68,18 @@ def moto_server(log_dir: Path) -> Iterator[str]:
 
 
 def archive_serve(
-    data_dir: Path, tenant: str, media_policy: str | None = None
+    data_dir: Path, tenant: str, media_policy: str | None = None, *, role: str = "ingest",
+    extra_env: dict[str, str] | None = None,
 ) -> tuple["subprocess.Popen[bytes]", str, str]:
-    """A real ``archive serve`` over ``data_dir`` with an ingest token for ``tenant`` (keeping
-    call audio as ``media_policy`` when given): its process, base URL and token."""
+    """A real ``archive serve`` over ``data_dir`` with a ``role`` token for ``tenant`` (keeping
+    call audio as ``media_policy`` when given; ``extra_env`` adds settings such as
+    ``ARCHIVE_DATABASE_URL``): its process, base URL and token."""
     archive = str(Path(sys.executable).with_name("archive"))
-    env = {**os.environ, "ARCHIVE_DATA_DIR": str(data_dir)}
+    env = {**os.environ, "ARCHIVE_DATA_DIR": str(data_dir), **(extra_env or {})}
     if media_policy is not None:
         subprocess.run([archive, "tenants", "create", tenant, "--media-policy", media_policy],
                        env=env, check=True, capture_output=True)
-    secret = subprocess.run([archive, "tokens", "create", "--role", "ingest", "--tenant", tenant],
+    secret = subprocess.run([archive, "tokens", "create", "--role", role, "--tenant", tenant],
                             env=env, check=True, capture_output=True, text=True).stdout.strip()
     port = free_port()
     proc = subprocess.Popen([archive, "serve", "--port", str(port)], env=env,
