@@ -10,10 +10,12 @@ or cutting off the tail all break verification.
 import hashlib
 import json
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -136,3 +138,44 @@ async def verify(session: AsyncSession, tenant: str | None = None) -> list[Chain
         reports.append(report)
     return reports
 
+
+async def append_many(session: AsyncSession, events: Sequence[AuditEvent]) -> None:
+    """Add many events inside the caller's transaction, chained exactly as ``append`` would
+    one by one: each tenant's head is locked once (tenants in sorted order, so that two
+    transactions appending for the same tenants cannot deadlock) and the events are inserted
+    in one statement per tenant.
+
+    ``events`` are unsaved ``AuditEvent`` objects with tenant, at, actor, role, action and
+    optionally item_id and detail set; their seq, prev_hash and hash are filled in here, in
+    the order given per tenant. The caller commits; as with ``append``, keep this near the
+    end of the transaction, since the heads stay locked until then.
+    """
+    by_tenant: dict[str, list[AuditEvent]] = {}
+    for event in events:
+        by_tenant.setdefault(event.tenant, []).append(event)
+    dialect = session.bind.dialect.name if session.bind else "sqlite"
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    connection = await session.connection()
+    for tenant in sorted(by_tenant):
+        await session.exec(
+            insert(AuditHead).values(tenant=tenant, seq=0, hash=GENESIS).on_conflict_do_nothing()
+        )
+        head = (await session.exec(
+            select(AuditHead).where(AuditHead.tenant == tenant).with_for_update())).one()
+        rows = []
+        seq, prev_hash = head.seq, head.hash
+        for event in by_tenant[tenant]:
+            seq += 1
+            at = event.at.astimezone(UTC)  # the index returns UTC; hash what it will return
+            digest = event_hash(tenant=tenant, seq=seq, at=at, actor=event.actor,
+                                role=event.role, action=event.action, item_id=event.item_id,
+                                detail=event.detail, prev_hash=prev_hash)
+            event.at, event.seq, event.prev_hash, event.hash = at, seq, prev_hash, digest
+            rows.append({"tenant": tenant, "seq": seq, "at": at, "actor": event.actor,
+                         "role": event.role, "action": event.action, "item_id": event.item_id,
+                         "detail": event.detail, "prev_hash": prev_hash, "hash": digest})
+            prev_hash = digest
+        await connection.execute(sa.insert(AuditEvent), rows)
+        head.seq, head.hash = seq, prev_hash
+        session.add(head)
+        await session.flush()

@@ -60,4 +60,5 @@ async def open_archive(settings: Settings, clock: Clock | None = None) -> AsyncI
         stack.push_async_callback(store.close)
         keys = await open_keyring(settings)
         stack.push_async_callback(keys.close)
-        yield Archive(db, store, keys, clock or SystemClock(), settings.segment_size)
+        yield Archive(db, store, keys, clock or SystemClock(), settings.segment_size,
+                      windows=settings.retention_windows)

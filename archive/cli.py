@@ -75,7 +75,7 @@ async def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
               "(shown once; keep it safe):", flush=True)
         print(f"  {secret}", flush=True)
         print("More tokens: archive tokens create --role ROLE --tenant TENANT", flush=True)
-    app = create_app(settings)
+    app = create_app(settings, worker=settings.worker and not args.no_worker)
     runner = web.AppRunner(app, access_log_class=AccessLogger)
     await runner.setup()
     site = web.TCPSite(runner, settings.host, settings.port)
@@ -281,6 +281,100 @@ async def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
     return 1 if report.failed else 0
 
 
+# -- lifecycle ----------------------------------------------------------------------------------
+
+async def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    from lifecycle.policies import sync_settings_policies
+    from lifecycle.worker import Worker
+
+    async with open_archive(settings) as archive:
+        await sync_settings_policies(archive)
+        worker = Worker(archive, settings)
+        if args.once:
+            print(await worker.run_once())
+        else:
+            await _until_signalled(worker.run)
+    return 0
+
+
+def _date_arg(value: str) -> Any:
+    from archive.search import parse_query
+
+    try:
+        return parse_query({"from": value}).from_
+    except ArchiveError:
+        raise argparse.ArgumentTypeError(
+            f"not a date or ISO 8601 timestamp with offset: {value!r}") from None
+
+
+async def cmd_purge(args: argparse.Namespace, settings: Settings) -> int:
+    from lifecycle.preview import format_preview, preview
+    from lifecycle.purge import purge_pass
+
+    async with open_archive(settings) as archive:
+        now = archive.clock.now()
+        if args.dry_run:
+            rows = await preview(archive.db, until=args.until or now, now=now,
+                                 tenant=args.tenant)
+            print(format_preview(rows, args.until or now), end="")
+            return 0
+        if args.until or args.tenant:
+            _err("--until and --tenant apply to --dry-run only")
+            return 2
+        print(await purge_pass(archive, batch_size=settings.purge_batch_size))
+    return 0
+
+
+async def cmd_sweep(args: argparse.Namespace, settings: Settings) -> int:
+    from lifecycle.sweep import sweep
+
+    async with open_archive(settings) as archive:
+        report = await sweep(archive, grace=timedelta(seconds=settings.sweep_grace))
+    print(report)
+    return 1 if report.missing else 0
+
+
+async def cmd_scrub(args: argparse.Namespace, settings: Settings) -> int:
+    from lifecycle.scrub import scrub
+
+    async with open_archive(settings) as archive:
+        report = await scrub(archive, sample=args.sample)
+    print(report)
+    return 0 if report.ok else 1
+
+
+async def cmd_reconcile(args: argparse.Namespace, settings: Settings) -> int:
+    from lifecycle.reconcile import reconcile
+
+    async with open_archive(settings) as archive:
+        print(await reconcile(archive, verify=args.verify))
+    return 0
+
+
+async def cmd_policies_list(args: argparse.Namespace, settings: Settings) -> int:
+    from lifecycle.policies import format_policies, list_policies
+
+    async with open_archive(settings) as archive:
+        print(format_policies(await list_policies(archive, args.tenant)), end="")
+    return 0
+
+
+async def cmd_policies_set(args: argparse.Namespace, settings: Settings) -> int:
+    from archive.models import Channel
+    from lifecycle.policies import apply_change, plan_change
+
+    async with open_archive(settings) as archive:
+        plan = await plan_change(archive, args.tenant, Channel(args.channel), args.days)
+        print(plan)
+        if not args.yes:
+            _err("nothing changed: run again with --yes to apply")
+            return 0
+        print(await apply_change(archive, tenant=args.tenant, channel=Channel(args.channel),
+                                 days=args.days, actor=CLI_ACTOR, source="cli",
+                                 reason=args.reason, confirm=plan.confirm))
+    return 0
+
+
 # -- parsing ----------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
@@ -308,6 +402,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _admin_commands(sub, add)
     _ingest_commands(sub, add)
+    _lifecycle_commands(sub, add)
     return parser
 
 
@@ -319,6 +414,8 @@ def _admin_commands(sub: Any, add: Adder) -> None:
     serve = add("serve", cmd_serve, "run the HTTP service")
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
+    serve.add_argument("--no-worker", action="store_true",
+                       help="do not run the lifecycle worker in this process")
 
     db = sub.add_parser("db", help="index database").add_subparsers(dest="db", required=True)
     add("upgrade", cmd_db_upgrade, "apply index migrations", db)
@@ -398,6 +495,39 @@ def _ingest_commands(sub: Any, add: Adder) -> None:
     p.add_argument("--checkpoint", type=Path,
                    help="resume file (default: MANIFEST.checkpoint.json beside it)")
     p.add_argument("--concurrency", type=int, default=4)
+
+
+def _lifecycle_commands(sub: Any, add: Adder) -> None:
+    p = add("worker", cmd_worker,
+            "run the lifecycle worker: purge passes, sweeps and (with Object Lock) reconciling")
+    p.add_argument("--once", action="store_true", help="one pass, print what it did, exit")
+    p = add("purge", cmd_purge, "run one purge pass (destroy expired, unheld items)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="only show what would be destroyed, per tenant and channel")
+    p.add_argument("--until", type=_date_arg, help="with --dry-run: by this date (default now)")
+    p.add_argument("--tenant", help="with --dry-run: this tenant only")
+    add("sweep", cmd_sweep, "remove abandoned uploads and objects without an item; report "
+        "items whose object is missing (exit 1 if any)")
+    p = add("scrub", cmd_scrub,
+            "decrypt and re-hash a random sample of items; exit 1 on any mismatch")
+    p.add_argument("--sample", type=int, required=True, metavar="N")
+    p = add("reconcile", cmd_reconcile,
+            "repair drift between legal holds in the index and Object Lock in the bucket")
+    p.add_argument("--verify", action="store_true",
+                   help="also read the bucket's legal hold of every held or locked object")
+
+    pol = sub.add_parser("policies", help="retention policies").add_subparsers(
+        dest="policies", required=True)
+    p = add("list", cmd_policies_list, "show the retention window in force per tenant and "
+            "channel, with its versions", pol)
+    p.add_argument("--tenant")
+    p = add("set", cmd_policies_set, "preview, then (with --yes) apply a new retention window",
+            pol)
+    p.add_argument("--tenant", required=True)
+    p.add_argument("--channel", required=True, choices=["call", "chat"])
+    p.add_argument("--days", type=int, required=True)
+    p.add_argument("--reason", help="why the window changes (kept with the version)")
+    p.add_argument("--yes", action="store_true", help="apply after showing the preview")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -32,6 +32,7 @@ from archive.errors import UnavailableError
 MIGRATIONS = Path(__file__).with_name("migrations")
 # Any constant: several processes starting at once take turns to migrate.
 _MIGRATION_LOCK = 7_262_010_001
+_TENANT_LOCK_SPACE = 726_201  # first key of tenant_lock's advisory locks
 _READ_ONLY = "archive_read_only"  # execution option of the reader engine
 
 
@@ -128,6 +129,22 @@ class Database:
 
     async def close(self) -> None:
         await self.engine.dispose()
+
+
+async def tenant_lock(session: AsyncSession, tenant: str, *, exclusive: bool) -> None:
+    """Order this transaction against others of the tenant that must not interleave with it.
+
+    Changes that apply to a tenant's items as a set (placing a query hold, changing a
+    retention window) take it exclusively; an item becoming active takes it shared, so it
+    either sees the change or is seen by it, never neither (READ COMMITTED would allow that).
+    PostgreSQL: a transaction-scoped advisory lock. SQLite: nothing to do, as a write
+    transaction already excludes every other writer.
+    """
+    if session.bind is not None and session.bind.dialect.name == "postgresql":
+        fn = "pg_advisory_xact_lock" if exclusive else "pg_advisory_xact_lock_shared"
+        conn = await session.connection()
+        await conn.execute(sa.text(f"SELECT {fn}(:space, hashtext(:tenant))").bindparams(
+            space=_TENANT_LOCK_SPACE, tenant=tenant))
 
 
 def alembic_config(connection: Connection | None = None) -> Config:

@@ -113,6 +113,12 @@ class Item(SQLModel, table=True):
         # Lifecycle: what has expired, per tenant (previews) and across tenants (the worker).
         sa.Index("ix_items_tenant_expiry", "tenant", "status", "retain_until"),
         sa.Index("ix_items_expiry", "status", "retain_until"),
+        # Held items (about 1% of an archive), newest first.
+        sa.Index("ix_items_held", "tenant", "status", "started_at", "id",
+                 postgresql_where=sa.text("held"), sqlite_where=sa.text("held")),
+        # Objects under the store's legal hold, for the reconciler (few, like held items).
+        sa.Index("ix_items_object_lock", "id", postgresql_where=sa.text("object_lock"),
+                 sqlite_where=sa.text("object_lock")),
     )
 
     id: uuid.UUID = Field(primary_key=True)
@@ -135,8 +141,9 @@ class Item(SQLModel, table=True):
     customer_email: str | None = Field(default=None, max_length=320)  # lower-cased
     customer_postcode: str | None = Field(default=None, max_length=8)  # upper-case, no spaces
     special_category: bool = False
-    tags: list[str] | None = Field(default=None, sa_type=sa.JSON)
-    extra: dict[str, Any] | None = Field(default=None, sa_type=sa.JSON)
+    # none_as_null: None is SQL NULL (destruction strips these), not the JSON value null.
+    tags: list[str] | None = Field(default=None, sa_type=sa.JSON(none_as_null=True))
+    extra: dict[str, Any] | None = Field(default=None, sa_type=sa.JSON(none_as_null=True))
     # The stored object
     object_key: str | None = Field(default=None, max_length=300)
     media_type: str | None = Field(default=None, max_length=100)
@@ -157,6 +164,14 @@ class Item(SQLModel, table=True):
     # Retention
     retain_until: datetime | None = _ts(default=None)
     retention_basis: dict[str, Any] | None = Field(default=None, sa_type=sa.JSON)
+    # Whether the store holds the object-level legal hold (S3 Object Lock) on the item's
+    # objects, as far as the index knows; the reconciler repairs drift from the bucket.
+    object_lock: bool = Field(default=False, sa_column_kwargs={"server_default": sa.false()})
+    # Under at least one active legal hold: kept in step with hold_items and holds by every
+    # change of either (archive.search.refresh_held), so that a search for held items reads
+    # a small partial index instead of probing hold_items for every item. The hold tables stay
+    # the authority for destruction, which re-checks them.
+    held: bool = Field(default=False, sa_column_kwargs={"server_default": sa.false()})
     created_at: datetime = _ts()
     updated_at: datetime = _ts()
 
@@ -174,7 +189,8 @@ class Hold(SQLModel, table=True):
     tenant: str = Field(foreign_key="tenants.id", max_length=63)
     case_ref: str = Field(max_length=100)
     reason: str = Field(max_length=2000)
-    query: dict[str, Any] | None = Field(default=None, sa_type=sa.JSON)
+    # The search filters of a live query hold as asked, or SQL NULL for a hold on listed items.
+    query: dict[str, Any] | None = Field(default=None, sa_type=sa.JSON(none_as_null=True))
     status: str = Field(default="active", max_length=16)
     placed_by: str = Field(max_length=100)
     placed_at: datetime = _ts()
@@ -193,6 +209,38 @@ class HoldItem(SQLModel, table=True):
     item_id: uuid.UUID = Field(foreign_key="items.id", primary_key=True)
     added_by: str = Field(max_length=100)
     added_at: datetime = _ts()
+
+
+class Policy(SQLModel, table=True):
+    """One version of a tenant's retention window for a channel. The highest version is in
+    force; earlier ones stay as the record of what applied when."""
+
+    __tablename__ = "policies"
+    __table_args__ = (
+        sa.UniqueConstraint("tenant", "channel", "version", name="uq_policies_version"),
+    )
+
+    id: uuid.UUID = Field(primary_key=True)
+    tenant: str = Field(foreign_key="tenants.id", max_length=63)
+    channel: str = Field(max_length=8)
+    version: int
+    days: int
+    source: str = Field(max_length=16)  # "api", "cli" or "settings" (the settings file)
+    set_by: str = Field(max_length=100)
+    set_at: datetime = _ts()
+    reason: str | None = Field(default=None, max_length=2000)
+
+
+class ObjectDeletion(SQLModel, table=True):
+    """An object whose item no longer needs it (destroyed, replaced): queued in the same
+    transaction that let it go, deleted from the store after, and dequeued once deleted, so
+    a crash or an unavailable store never leaves it behind (the sweeper retries)."""
+
+    __tablename__ = "object_deletions"
+
+    key: str = Field(primary_key=True, max_length=300)
+    tenant: str = Field(max_length=63)
+    queued_at: datetime = _ts()
 
 
 class AuditEvent(SQLModel, table=True):

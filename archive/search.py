@@ -195,12 +195,16 @@ def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
         raise bad from None
 
 
-def _active_hold(tenant: str) -> Any:
-    """Membership rows of the tenant's active holds, correlated with the outer item."""
-    return (select(HoldItem.item_id)
-            .join(Hold, col(Hold.id) == col(HoldItem.hold_id))
-            .where(col(HoldItem.item_id) == col(Item.id), Hold.tenant == tenant,
-                   Hold.status == "active"))
+def under_active_hold() -> Any:
+    """SQL condition on ``Item``: under at least one active hold. Read from the hold tables,
+    the authority (``items.held`` is their denormalised copy, for searches). Only the item's
+    own tenant's holds count (placement never mixes tenants; this makes sure)."""
+    return _active_membership().where(col(Hold.tenant) == col(Item.tenant)).exists()
+
+
+def _active_membership() -> Any:
+    return (select(HoldItem.item_id).join(Hold, col(Hold.id) == col(HoldItem.hold_id))
+            .where(col(HoldItem.item_id) == col(Item.id), Hold.status == "active"))
 
 
 def _conditions(tenant: str, query: ItemQuery) -> list[Any]:
@@ -219,10 +223,10 @@ def _conditions(tenant: str, query: ItemQuery) -> list[Any]:
     if query.to is not None:
         where.append(col(Item.started_at) < query.to)
     if query.held is not None:
-        held = _active_hold(tenant).exists()
-        where.append(held if query.held else ~held)
+        where.append(col(Item.held).is_(query.held))
     if query.case_ref is not None:
-        where.append(_active_hold(tenant).where(Hold.case_ref == query.case_ref).exists())
+        where.append(_active_membership().where(Hold.tenant == tenant,
+                                                Hold.case_ref == query.case_ref).exists())
     return where
 
 
@@ -264,6 +268,37 @@ async def matching_ids(db: Database, tenant: str, query: ItemQuery, *,
         raise BadRequestError(errors=[FieldError(
             "query", f"matches more than {max_items} items; narrow it down")])
     return ids
+
+
+# Filters a query hold may not use: they describe an item's state, not the contact it records.
+NOT_FOR_HOLDS = ("status", "held", "case_ref")
+
+
+async def live_holds_matching(session: Any, item: Item) -> list[uuid.UUID]:
+    """The active query holds of the item's tenant whose query the item matches, in one
+    round trip. Call inside the transaction that makes the item active, after a flush: a
+    query hold is live, so an item that arrives after it is held from the start."""
+    holds = [(hold_id, query) for hold_id, query in (await session.exec(
+        select(Hold.id, Hold.query).where(Hold.tenant == item.tenant, Hold.status == "active",
+                                          col(Hold.query).is_not(None)))).all()
+             if query is not None]
+    if not holds:
+        return []
+    checks = [select(sa.literal(n).label("n")).where(
+                  col(Item.id) == item.id, *_conditions(item.tenant, parse_query(query)))
+              for n, (_, query) in enumerate(holds)]
+    matched = (await session.exec(sa.union_all(*checks))).scalars().all()
+    return [holds[n][0] for n in sorted(matched)]
+
+
+async def refresh_held(session: Any, item_ids: Any) -> None:
+    """Set ``items.held`` of the items ``item_ids`` (a list of ids or a select of them) from the
+    hold tables, in the caller's transaction: call it after any change of hold membership or
+    of a hold's status."""
+    if isinstance(item_ids, list) and not item_ids:
+        return
+    await session.exec(sa.update(Item).where(col(Item.id).in_(item_ids))
+                       .values(held=under_active_hold()))
 
 
 async def active_holds_of(db: Database, tenant: str,

@@ -21,9 +21,9 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError as SAIntegrityError
 from sqlmodel import col, select
 
-from archive import audit, retention
+from archive import audit, deletions, retention
 from archive.clock import Clock
-from archive.db import Database
+from archive.db import Database, tenant_lock
 from archive.errors import (
     ArchiveError,
     ConflictError,
@@ -44,6 +44,7 @@ from archive.models import (
     ItemVersion,
     Tenant,
 )
+from archive.search import live_holds_matching
 from storage import crypto
 from storage.base import BlobStore, iter_bytes
 from storage.errors import (
@@ -68,6 +69,7 @@ ITEM_FIELDS = frozenset({
 WRITER_FIELDS = frozenset({"source_sha256", "source_size", "content_hash", "retain_until",
                            "retention_basis"})
 REWRAP_BATCH = 500
+LIVE_HOLD = "live query"  # added_by of an item a query hold took on arrival
 
 
 def translate_storage_error(exc: StorageError) -> ArchiveError:
@@ -97,6 +99,11 @@ def object_key_of(item: Item, kind: str) -> str:
     it with the kind as suffix."""
     assert item.object_key is not None
     return item.object_key if kind == MEDIA else f"{item.object_key}.{kind}"
+
+
+def object_keys(item: Item) -> list[str]:
+    """The keys of every object the item has (its media and the further kinds)."""
+    return [object_key_of(item, k) for k in sorted({MEDIA, *(item.objects or {})})]
 
 
 def check_fields(fields: Mapping[str, Any]) -> None:
@@ -176,12 +183,15 @@ class Archive:
         keys: KeyProvider,
         clock: Clock,
         segment_size: int = crypto.DEFAULT_SEGMENT_SIZE,
+        *,
+        windows: retention.Windows | None = None,
     ) -> None:
         self.db = db
         self.store = store
         self.keys = keys
         self.clock = clock
         self.segment_size = segment_size
+        self.windows = windows or retention.Windows()
 
     # -- writing -------------------------------------------------------------------------------
 
@@ -297,23 +307,37 @@ class Archive:
         return size, hasher.hexdigest()
 
     async def _activate(self, writer: "ItemWriter", actor: Actor) -> None:
+        """Make the item active: its retention from the tenant's policy in force, and the
+        live query holds it matches, all read under the tenant's shared lock so that a policy
+        change or a new query hold either sees this item or is seen by it."""
         item = writer.item
         if MEDIA not in writer.kinds:
             raise ValueError("an item cannot be activated without its media object")
-        if item.retain_until is None:
-            basis = retention.default_basis(Channel(item.channel))
-            item.retention_basis = basis
-            item.retain_until = retention.retain_until(item.started_at, item.ended_at,
-                                                       basis["days"])
         item.status = ItemStatus.ACTIVE.value
         item.updated_at = self.clock.now()
         async with self.db.session() as session:
+            await tenant_lock(session, item.tenant, exclusive=False)
+            if item.retain_until is None:
+                basis = await retention.basis_for(session, item.tenant, Channel(item.channel),
+                                                  self.windows)
+                item.retention_basis = basis
+                item.retain_until = retention.retain_until(item.started_at, item.ended_at,
+                                                           basis["days"])
             session.add(item)
+            await session.flush()
+            held_by = await live_holds_matching(session, item)
+            for hold_id in held_by:
+                session.add(HoldItem(hold_id=hold_id, item_id=item.id, added_by=LIVE_HOLD,
+                                     added_at=item.updated_at))
+            item.held = bool(held_by)
             await audit.append(session, tenant=item.tenant, at=item.updated_at,
                                actor=actor.name, role=actor.role, action="item.ingest",
                                item_id=item.id,
-                               detail={"channel": item.channel, "size": item.plain_size})
+                               detail={"channel": item.channel, "size": item.plain_size,
+                                       **({"held_by": len(held_by)} if held_by else {})})
             await session.commit()
+        if held_by:
+            await self.lock_objects_quietly(item)
 
     async def _discard(self, item: Item, kinds: set[str]) -> None:
         """Undo a failed write: delete its objects, then the row. What fails here the sweeper
@@ -445,7 +469,7 @@ class Archive:
         except BaseException:
             await asyncio.shield(self._delete_quietly([new_key]))
             raise
-        await self._delete_quietly(old_objects)
+        await deletions.drain(self.db, self.store, keys=old_objects)
         return await self.get(item.tenant, item.id)
 
     async def _switch_content(
@@ -466,7 +490,7 @@ class Archive:
             if held:
                 raise ConflictError(
                     f"item {item.id} is under legal hold for case(s) {', '.join(held)}")
-            old = [object_key_of(item, k) for k in sorted({MEDIA, *(item.objects or {})})]
+            old = object_keys(item)
             previous_sha256 = item.sha256
             for name, value in fields.items():
                 setattr(item, name, value)
@@ -482,6 +506,7 @@ class Archive:
                                role=actor.role, action=action, item_id=item.id,
                                detail={**(detail or {}), "previous_sha256": previous_sha256,
                                        "sha256": digest})
+            await deletions.queue(session, item.tenant, old, now)
             await session.commit()
         return old
 
@@ -492,6 +517,34 @@ class Archive:
                 await self.store.delete(key)
             except StorageError:
                 log.warning("an object no longer in the index was not deleted; the sweeper will")
+
+    # -- object-level legal holds --------------------------------------------------------------
+
+    async def set_object_lock(self, item: Item, on: bool) -> None:
+        """Set (or clear) the store's legal hold on every object of the item, then record
+        that in the index (``items.object_lock``). Nothing to do where the store has no
+        Object Lock. Raises what the store raises; the reconciler repairs what is left."""
+        if not self.store.supports_legal_hold:
+            return
+        try:
+            for key in object_keys(item):
+                await self.store.set_legal_hold(key, on)
+        except StorageError as exc:
+            raise translate_storage_error(exc) from exc
+        async with self.db.session() as session:
+            await session.exec(sa.update(Item).where(col(Item.id) == item.id)
+                               .values(object_lock=on))
+            await session.commit()
+        item.object_lock = on
+
+    async def lock_objects_quietly(self, item: Item) -> None:
+        """``set_object_lock(item, True)`` after a hold was committed: the index already
+        protects the item, so a store failure is logged for the reconciler, not raised."""
+        try:
+            await self.set_object_lock(item, True)
+        except ArchiveError:
+            log.warning("legal hold not set on the objects of item %s yet; the reconciler "
+                        "will", item.id)
 
     # -- destruction ---------------------------------------------------------------------------
 
@@ -511,8 +564,9 @@ class Archive:
         deleted. Refused while any hold is active.
 
         The commit that drops the wrapped key is the moment of destruction: every copy of the
-        object (replicas, backups) is unreadable from then on, whether or not the object delete
-        that follows succeeds (the sweeper removes objects whose item is gone).
+        object (replicas, backups) is unreadable from then on. The same commit queues the
+        objects for deletion (archive.deletions), which follows at once; what fails there
+        stays queued for the next purge pass or sweep.
 
         ``keep`` returns, from the item as it was, values to set after personal fields are
         stripped (anonymisation keeps a postcode's district); ``detail`` is added to the audit
@@ -536,7 +590,7 @@ class Archive:
                 id=uuid7(), item_id=item.id, tenant=tenant, channel=item.channel, reason=reason,
                 retention_basis=item.retention_basis, retain_until=item.retain_until,
                 destroyed_at=now, stored_sha256=item.sha256, actor=actor.name)
-            objects = [object_key_of(item, k) for k in sorted({MEDIA, *(item.objects or {})})]
+            objects = object_keys(item)
             item.wrapped_key = None
             item.kek_id = None
             for name in PERSONAL_FIELDS:
@@ -552,13 +606,9 @@ class Archive:
                                action=action, item_id=item.id,
                                detail={**(detail or {}), "reason": reason,
                                        "destruction_id": str(record.id)})
+            await deletions.queue(session, tenant, objects, now)
             await session.commit()
-        for obj in objects:
-            try:
-                await self.store.delete(obj)
-            except StorageError:
-                log.warning("object of destroyed item %s not deleted yet; the sweeper will",
-                            item_id)
+        await deletions.drain(self.db, self.store, keys=objects)
         return record
 
 

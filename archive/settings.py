@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from archive.errors import ConfigurationError
+from archive.retention import Windows
 
 ENV_PREFIX = "ARCHIVE_"
 
@@ -68,6 +69,24 @@ class Settings:
     auto_migrate: bool = field(default=True, metadata=_doc(
         "Apply index migrations when the service starts (turn off when a separate "
         "migration job runs them)."))
+    retention_days: str = field(default="", metadata=_doc(
+        "Retention windows fixed by this file, in days from the end of a contact: "
+        "comma-separated CHANNEL=DAYS (every tenant) or TENANT.CHANNEL=DAYS, e.g. "
+        "'call=365,chat=730,camden.call=30'. A window set here is copied into the tenant's "
+        "versioned policy at start and cannot be changed through the API. Unset windows: "
+        "the policy set through the API, else calls 365 days and chats 730."))
+    worker: bool = field(default=True, metadata=_doc(
+        "Run the lifecycle worker (purge, sweep) inside 'archive serve' (the --no-worker flag "
+        "turns it off; run 'archive worker' processes instead)."))
+    purge_interval: int = field(default=300, metadata=_doc(
+        "Seconds between lifecycle passes of a worker."))
+    purge_batch_size: int = field(default=500, metadata=_doc(
+        "Items a purge claims and destroys per transaction."))
+    sweep_interval: int = field(default=3600, metadata=_doc(
+        "Seconds between sweeps (pending items, orphan objects) of a worker."))
+    sweep_grace: int = field(default=3600, metadata=_doc(
+        "Seconds a pending item or an object without an item is left alone before the "
+        "sweeper removes it (uploads in progress must not be swept)."))
     log_level: str = field(default="INFO", metadata=_doc("Log level: DEBUG, INFO, WARNING..."))
 
     @property
@@ -84,6 +103,10 @@ class Settings:
     @property
     def resolved_store_url(self) -> str:
         return self.store_url or f"file://{self.data_dir.resolve() / 'store'}"
+
+    @property
+    def retention_windows(self) -> Windows:
+        return Windows.parse(self.retention_days)
 
     @property
     def resolved_keyring_path(self) -> Path:
@@ -144,6 +167,12 @@ def load_settings(
     settings = replace(Settings(), **values)  # type: ignore[arg-type]
     if settings.keyring not in {"local", "kms"}:
         raise ConfigurationError("setting keyring: expected 'local' or 'kms'")
+    settings.retention_windows  # noqa: B018  (refuse a bad value at start, not at first use)
+    for name in ("purge_interval", "purge_batch_size", "sweep_interval"):
+        if getattr(settings, name) < 1:
+            raise ConfigurationError(f"setting {name}: must be at least 1")
+    if settings.sweep_grace < 0:
+        raise ConfigurationError("setting sweep_grace: must not be negative")
     return settings
 
 

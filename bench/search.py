@@ -191,6 +191,9 @@ async def hold(conn: asyncpg.Connection, tenant: str, ids: list[uuid.UUID],
         "id", "tenant", "case_ref", "reason", "status", "placed_by", "placed_at"])
     await conn.copy_records_to_table("hold_items", records=members, columns=[
         "hold_id", "item_id", "added_by", "added_at"])
+    await conn.execute(  # what archive.search.refresh_held keeps in step
+        "UPDATE items SET held = true WHERE id IN (SELECT item_id FROM hold_items "
+        "JOIN holds ON holds.id = hold_items.hold_id WHERE holds.status = 'active')")
 
 
 def national(e164: str) -> str:

@@ -69,11 +69,12 @@ def moto_server(log_dir: Path) -> Iterator[str]:
 
 def archive_serve(
     data_dir: Path, tenant: str, media_policy: str | None = None, *, role: str = "ingest",
-    extra_env: dict[str, str] | None = None,
+    extra_env: dict[str, str] | None = None, worker: bool = False,
 ) -> tuple["subprocess.Popen[bytes]", str, str]:
     """A real ``archive serve`` over ``data_dir`` with a ``role`` token for ``tenant`` (keeping
     call audio as ``media_policy`` when given; ``extra_env`` adds settings such as
-    ``ARCHIVE_DATABASE_URL``): its process, base URL and token."""
+    ``ARCHIVE_DATABASE_URL``): its process, base URL and token. Its lifecycle worker runs only
+    when ``worker`` is true, so that a test's items are never purged under it."""
     archive = str(Path(sys.executable).with_name("archive"))
     env = {**os.environ, "ARCHIVE_DATA_DIR": str(data_dir), **(extra_env or {})}
     if media_policy is not None:
@@ -82,7 +83,8 @@ def archive_serve(
     secret = subprocess.run([archive, "tokens", "create", "--role", role, "--tenant", tenant],
                             env=env, check=True, capture_output=True, text=True).stdout.strip()
     port = free_port()
-    proc = subprocess.Popen([archive, "serve", "--port", str(port)], env=env,
+    flags = [] if worker else ["--no-worker"]
+    proc = subprocess.Popen([archive, "serve", "--port", str(port), *flags], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
     wait_http(base + "/healthz", proc=proc)

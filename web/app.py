@@ -4,6 +4,7 @@ Each resource is an async generator in ``app.cleanup_ctx`` (set up, ``yield``, t
 dependency order, so start-up failures unwind what was opened and shutdown closes in reverse.
 """
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 
@@ -17,6 +18,8 @@ from archive.db import Database
 from archive.service import Archive
 from archive.settings import Settings
 from ingest.service import Ingestor
+from lifecycle.policies import sync_settings_policies
+from lifecycle.worker import Worker
 from web.auth import auth_middleware
 from web.errors import error_middleware
 from web.keys import (
@@ -77,17 +80,33 @@ async def _keyring(app: web.Application) -> AsyncIterator[None]:
 async def _archive(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     archive = Archive(app[DATABASE], app[STORE], app[KEYRING], app[CLOCK],
-                      settings.segment_size)
+                      settings.segment_size, windows=settings.retention_windows)
     app[ARCHIVE] = archive
     app[INGESTOR] = Ingestor.from_settings(archive, settings)
+    await sync_settings_policies(archive)
     yield
 
 
-def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Application:
+async def _worker(app: web.Application) -> AsyncIterator[None]:
+    """The in-process lifecycle worker of ``archive serve`` (unless ``--no-worker``)."""
+    stop = asyncio.Event()
+    task = asyncio.create_task(Worker(app[ARCHIVE], app[SETTINGS]).run(stop),
+                               name="lifecycle-worker")
+    yield
+    stop.set()
+    await task
+
+
+def create_app(settings: Settings, *, clock: Clock | None = None,
+               worker: bool = False) -> web.Application:
+    """The application; ``worker`` also runs the lifecycle worker inside it (``archive
+    serve`` does unless told not to; tests start their own)."""
     app = web.Application(middlewares=[error_middleware, auth_middleware])
     app[SETTINGS] = settings
     app[CLOCK] = clock or SystemClock()
     app.cleanup_ctx.extend([_database, _store, _keyring, _archive])
+    if worker:
+        app.cleanup_ctx.append(_worker)
     add_routes(app)
     app[OPENAPI] = document()
     return app

@@ -8,7 +8,18 @@ from archive.models import Role
 from web.endpoint import READERS, Endpoint
 from web.endpoint import json_answer as _json
 from web.endpoint import ref as _ref
-from web.views import exports, ingest, items, media, rights, search, system
+from web.views import (
+    exports,
+    holds,
+    ingest,
+    items,
+    lifecycle,
+    media,
+    policies,
+    rights,
+    search,
+    system,
+)
 
 ALL_ROLES = frozenset(Role)
 PRODUCERS = frozenset({Role.INGEST, Role.ADMIN})
@@ -92,8 +103,8 @@ ENDPOINTS += [
               "responses": _INGEST_ANSWERS}),
 ]
 
-# Retrieval and data-subject rights: each module lists its own routes and schemas.
-VIEW_MODULES = (search, media, exports, rights)
+# Retrieval, rights, holds and lifecycle: each module lists its own routes and schemas.
+VIEW_MODULES = (search, media, exports, rights, holds, policies, lifecycle)
 for _module in VIEW_MODULES:
     ENDPOINTS += _module.ENDPOINTS
 

@@ -19,6 +19,7 @@ from archive.search import (
     active_holds_of,
     matching_ids,
     parse_query,
+    refresh_held,
     search,
 )
 from tests.conftest import START
@@ -55,6 +56,8 @@ async def add_hold(db: Database, case_ref: str, items: list[Item], *, tenant: st
         for item in items:
             session.add(HoldItem(hold_id=hold.id, item_id=item.id, added_by="t",
                                  added_at=START))
+        await session.flush()
+        await refresh_held(session, [i.id for i in items])
         await session.commit()
 
 

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from ingest.metadata import parse_recording
 from ingest.runtime import open_ingestor
 from ingest.service import Ingestor
 from ingest.spool import CLAIMS, SPOOL_ACTOR, run_spool
+from lifecycle.sweep import sweep
 from storage.base import iter_bytes
 from tests.ingest import media
 from tests.ingest.conftest import TENANT, add_tenant, new_ingestor
@@ -317,10 +319,10 @@ async def pending(archive: Archive) -> list[Item]:
 
 
 async def sweep_pending(archive: Archive) -> None:
-    """What the sweeper does with rows a killed writer left ``pending``: remove them and any
-    object written, so the recording can be stored again."""
-    for item in await pending(archive):
-        await archive._discard(item, set(item.objects or {}))
+    """The sweeper, with no grace: it removes the rows a killed writer left ``pending`` and
+    any object written, so the recording can be stored again."""
+    report = await sweep(archive, grace=timedelta(0))
+    assert report.ok, report
 
 
 async def test_importers_killed_mid_file_and_restarted(tmp_path: Path, spool: Path) -> None:
@@ -329,7 +331,7 @@ async def test_importers_killed_mid_file_and_restarted(tmp_path: Path, spool: Pa
     rng = random.Random(7)
     data_dir, log = tmp_path / "var", tmp_path / "importers.log"
     audio = [media.wav(40.0 + n, rate=16000) for n in range(3)]
-    pairs = 30
+    pairs = 40  # enough work that the importers are still busy at the fourth kill
     for n in range(pairs):
         drop(spool, f"rec-{n:02d}", meta(f"call-{n:02d}"), audio[n % 3])
     settings = Settings(data_dir=data_dir, segment_size=4096)
@@ -351,7 +353,7 @@ async def test_importers_killed_mid_file_and_restarted(tmp_path: Path, spool: Pa
 
                 if not await wait_for(busy, 20.0):
                     break  # everything was done before this kill
-                await asyncio.sleep(rng.uniform(0.0, 0.5))
+                await asyncio.sleep(rng.uniform(0.0, 0.3))
                 n = next((n for n, p in enumerate(importers) if holding(spool, p.pid)),
                          rng.randrange(2))
                 importers[n].send_signal(signal.SIGKILL)

@@ -7,7 +7,6 @@ looks complete.
 """
 
 import asyncio
-import json
 import logging
 import uuid
 import weakref
@@ -22,7 +21,7 @@ from archive.models import Export, Role
 from archive.service import Actor
 from archive.signing import Signer
 from ingest.transcripts import Transcript
-from web.endpoint import Endpoint, json_answer, ref
+from web.endpoint import Endpoint, json_answer, json_body, ref
 from web.keys import ARCHIVE, SETTINGS, principal
 from web.views.items import purpose
 
@@ -58,15 +57,6 @@ def _chat_text(data: bytes) -> str:
 def _download(export: Export) -> str:
     return f"/v1/exports/{export.id}/bundle.zip"
 
-
-async def _body(request: web.Request) -> dict[str, Any]:
-    try:
-        value = json.loads(await request.read())
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise BadRequestError(errors=[FieldError("body", f"is not valid JSON: {exc}")]) from None
-    if not isinstance(value, dict):
-        raise BadRequestError(errors=[FieldError("body", "must be a JSON object")])
-    return value
 
 
 def _parse_request(body: dict[str, Any]) -> dict[str, Any]:
@@ -112,7 +102,7 @@ def _parse_request(body: dict[str, Any]) -> dict[str, Any]:
 
 
 async def post_export(request: web.Request) -> web.Response:
-    args = _parse_request(await _body(request))
+    args = _parse_request(await json_body(request))
     export = await exports.create_export(
         request.app[ARCHIVE], tenant=principal(request).tenant, actor=_actor(request),
         kind=exports.EVIDENCE, **args)

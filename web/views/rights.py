@@ -2,7 +2,6 @@
 history, erasure of one item or of every match of an identifier, anonymisation, subject access.
 The rules live in ``archive.rights``; this module reads requests and shapes answers."""
 
-import json
 import uuid
 from typing import Any
 
@@ -14,7 +13,7 @@ from archive.exports import SUBJECT_ACCESS, create_export
 from archive.ids import parse_uuid
 from archive.models import Role
 from archive.service import Actor
-from web.endpoint import Endpoint, json_answer, ref
+from web.endpoint import Endpoint, json_answer, json_body, json_request, ref
 from web.keys import ARCHIVE, principal
 from web.views.items import item_json, readable_item, record
 
@@ -35,19 +34,6 @@ def _item_id(request: web.Request) -> uuid.UUID:
     return item_id
 
 
-async def _body(request: web.Request, *, optional: bool = False) -> dict[str, Any]:
-    """The request's JSON object (``{}`` for no body when ``optional``)."""
-    raw = await request.read()
-    if not raw.strip() and optional:
-        return {}
-    try:
-        value = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise BadRequestError(errors=[FieldError("body", "must be a JSON object")]) from None
-    if not isinstance(value, dict):
-        raise BadRequestError(errors=[FieldError("body", "must be a JSON object")])
-    return value
-
 
 def _check_reason(body: dict[str, Any], what: str) -> None:
     """A body of ``reason`` and an optional ``request_ref``, and nothing else."""
@@ -66,7 +52,7 @@ async def _answer_item(request: web.Request, item_id: uuid.UUID) -> dict[str, An
 
 async def patch_item(request: web.Request) -> web.Response:
     """Correct metadata: ``{"reason", "fields": {...}, "request_ref"?}``."""
-    change = rights.parse_rectification(await _body(request))
+    change = rights.parse_rectification(await json_body(request))
     item = await rights.rectify(request.app[ARCHIVE], principal(request).tenant,
                                 _item_id(request), change, _actor(request))
     return web.json_response(await _answer_item(request, item.id))
@@ -82,7 +68,7 @@ async def get_history(request: web.Request) -> web.Response:
 async def delete_item(request: web.Request) -> web.Response:
     """Erase one item: ``{"reason"}`` in the body, or ``?reason=`` for clients that cannot send
     a DELETE body (``request_ref`` likewise)."""
-    body = await _body(request, optional=True)
+    body = await json_body(request, optional=True)
     for name in ("reason", "request_ref"):
         if name in request.query and name not in body:
             body[name] = request.query[name]
@@ -93,7 +79,7 @@ async def delete_item(request: web.Request) -> web.Response:
 
 
 async def post_erasure(request: web.Request) -> web.Response:
-    body = await _body(request)
+    body = await json_body(request)
     identifier = rights.parse_identifier(body)
     result = await rights.erase_matching(request.app[ARCHIVE], principal(request).tenant,
                                          identifier, _actor(request), body.get("request_ref"))
@@ -103,7 +89,7 @@ async def post_erasure(request: web.Request) -> web.Response:
 
 
 async def post_anonymise(request: web.Request) -> web.Response:
-    body = await _body(request)
+    body = await json_body(request)
     _check_reason(body, "anonymisation")
     item, record_ = await rights.anonymise(request.app[ARCHIVE], principal(request).tenant,
                                            _item_id(request), _actor(request),
@@ -115,7 +101,7 @@ async def post_anonymise(request: web.Request) -> web.Response:
 
 
 async def post_subject_access(request: web.Request) -> web.Response:
-    subject = rights.parse_subject(await _body(request))
+    subject = rights.parse_subject(await json_body(request))
     archive = request.app[ARCHIVE]
     who = principal(request)
     items = await rights.find_subject(archive, who.tenant, subject)
@@ -153,9 +139,6 @@ _PROBLEMS = {"400": {"$ref": "#/components/responses/BadRequest"},
                      "content": {"application/problem+json": {"schema": ref("Problem")}}},
              "503": {"$ref": "#/components/responses/Unavailable"}}
 
-
-def _body_of(schema: str) -> dict[str, Any]:
-    return {"required": True, "content": {"application/json": {"schema": ref(schema)}}}
 
 
 SCHEMAS: dict[str, Any] = {
@@ -267,7 +250,7 @@ SCHEMAS: dict[str, Any] = {
 ENDPOINTS: list[Endpoint] = [
     Endpoint("PATCH", "/v1/items/{item_id}", patch_item, "rectify_item",
              "Correct an item's metadata, keeping the earlier version", PRIVACY,
-             {"parameters": [_ITEM_ID], "requestBody": _body_of("Rectification"),
+             {"parameters": [_ITEM_ID], "requestBody": json_request("Rectification"),
               "responses": {"200": json_answer(ref("Item"), "The corrected item"),
                             **_PROBLEMS}}),
     Endpoint("GET", "/v1/items/{item_id}/history", get_history, "item_history",
@@ -289,7 +272,7 @@ ENDPOINTS: list[Endpoint] = [
                             **_PROBLEMS}}),
     Endpoint("POST", "/v1/erasure", post_erasure, "erase_subject",
              "Erase every unheld item matching a phone number or email", PRIVACY,
-             {"requestBody": _body_of("ErasureRequest"),
+             {"requestBody": json_request("ErasureRequest"),
               "responses": {"200": json_answer(ref("ErasureResult"),
                                                "What was erased and what is held"),
                             "400": {"$ref": "#/components/responses/BadRequest"},
@@ -297,12 +280,12 @@ ENDPOINTS: list[Endpoint] = [
     Endpoint("POST", "/v1/items/{item_id}/anonymise", post_anonymise, "anonymise_item",
              "Anonymise an item (chat: redact the transcript; call: destroy the audio)",
              PRIVACY,
-             {"parameters": [_ITEM_ID], "requestBody": _body_of("RightsRequest"),
+             {"parameters": [_ITEM_ID], "requestBody": json_request("RightsRequest"),
               "responses": {"200": json_answer(ref("Anonymised"), "Anonymised"),
                             **_PROBLEMS}}),
     Endpoint("POST", "/v1/subject-access", post_subject_access, "subject_access",
              "Find a data subject's items and export them", PRIVACY,
-             {"requestBody": _body_of("SubjectAccessRequest"),
+             {"requestBody": json_request("SubjectAccessRequest"),
               "responses": {
                   "201": json_answer(ref("SubjectAccess"), "Items found; export created"),
                   "200": json_answer(ref("SubjectAccess"),
