@@ -223,7 +223,9 @@ def _conditions(tenant: str, query: ItemQuery) -> list[Any]:
     if query.to is not None:
         where.append(col(Item.started_at) < query.to)
     if query.held is not None:
-        where.append(col(Item.held).is_(query.held))
+        # The bare column (not "IS true"): PostgreSQL then proves the partial index
+        # ix_items_held (WHERE held) applies.
+        where.append(col(Item.held) if query.held else ~col(Item.held))
     if query.case_ref is not None:
         where.append(_active_membership().where(Hold.tenant == tenant,
                                                 Hold.case_ref == query.case_ref).exists())
