@@ -329,6 +329,80 @@ class ItemVersion(SQLModel, table=True):
     replaced_at: datetime | None = _ts(default=None)
 
 
+class Sample(SQLModel, table=True):
+    """A quality-monitoring sample: the inputs of a draw (with its seed) and the calls drawn,
+    so that an auditor can re-draw it and get the same calls."""
+
+    __tablename__ = "samples"
+    __table_args__ = (sa.Index("ix_samples_tenant", "tenant", "created_at"),)
+
+    id: uuid.UUID = Field(primary_key=True)
+    tenant: str = Field(foreign_key="tenants.id", max_length=63)
+    seed: str = Field(max_length=64)
+    inputs: dict[str, Any] = Field(sa_type=sa.JSON)  # from, to, size | per_agent, filters...
+    item_ids: list[str] = Field(sa_type=sa.JSON)  # the calls drawn, in draw order
+    created_by: str = Field(max_length=100)
+    created_at: datetime = _ts()
+
+
+class Form(SQLModel, table=True):
+    """One version of an evaluation form: named criteria, each with a weight and a maximum
+    score. The highest version of a name is current; reviews keep the version they used."""
+
+    __tablename__ = "forms"
+    __table_args__ = (sa.UniqueConstraint("tenant", "name", "version", name="uq_forms_version"),)
+
+    id: uuid.UUID = Field(primary_key=True)
+    tenant: str = Field(foreign_key="tenants.id", max_length=63)
+    name: str = Field(max_length=100)
+    version: int
+    criteria: list[dict[str, Any]] = Field(sa_type=sa.JSON)  # [{key, label, weight, max_score}]
+    created_by: str = Field(max_length=100)
+    created_at: datetime = _ts()
+
+
+class Review(SQLModel, table=True):
+    """A monitor's review of a call against a form version: one per reviewer per item,
+    editable by its author (earlier versions in ``review_versions``). Deleted with the item's
+    content when the item is destroyed."""
+
+    __tablename__ = "reviews"
+    __table_args__ = (
+        sa.UniqueConstraint("item_id", "reviewer", name="uq_reviews_reviewer"),
+        sa.Index("ix_reviews_tenant", "tenant", "created_at"),
+    )
+
+    id: uuid.UUID = Field(primary_key=True)
+    tenant: str = Field(foreign_key="tenants.id", max_length=63)
+    item_id: uuid.UUID = Field(foreign_key="items.id")
+    reviewer: str = Field(max_length=100)  # the actor (token) that wrote it
+    form_id: uuid.UUID = Field(foreign_key="forms.id")
+    scores: dict[str, Any] = Field(sa_type=sa.JSON)  # criterion key -> score
+    score: float  # weighted, 0 to 100
+    notes: str | None = Field(default=None, max_length=10_000)
+    training_need: bool = False
+    version: int = 1
+    created_at: datetime = _ts()
+    updated_at: datetime = _ts()
+
+
+class ReviewVersion(SQLModel, table=True):
+    """A review as it was before an edit by its author."""
+
+    __tablename__ = "review_versions"
+    __table_args__ = (sa.UniqueConstraint("review_id", "version", name="uq_review_versions"),)
+
+    id: uuid.UUID = Field(primary_key=True)
+    review_id: uuid.UUID = Field(foreign_key="reviews.id")
+    version: int
+    form_id: uuid.UUID
+    scores: dict[str, Any] = Field(sa_type=sa.JSON)
+    score: float
+    notes: str | None = Field(default=None, max_length=10_000)
+    training_need: bool = False
+    written_at: datetime = _ts()  # when this version was written (replaced later)
+
+
 class Export(SQLModel, table=True):
     """An evidence bundle or subject-access export: what was asked for, by whom and why. The
     bundle itself is built (streamed) from the items on each download, never stored."""

@@ -44,6 +44,7 @@ from archive.models import (
     ItemVersion,
     Tenant,
 )
+from archive.reviews import delete_reviews
 from archive.search import live_holds_matching
 from storage import crypto
 from storage.base import BlobStore, iter_bytes
@@ -559,9 +560,9 @@ class Archive:
         keep: Callable[[Item], Mapping[str, Any]] | None = None,
         detail: Mapping[str, Any] | None = None,
     ) -> Destruction:
-        """Crypto-shred an item: its wrapped key is destroyed, personal fields and earlier
-        versions (rectifications) deleted, a destruction record written, then its objects
-        deleted. Refused while any hold is active.
+        """Crypto-shred an item: its wrapped key is destroyed, personal fields, earlier
+        versions (rectifications) and quality reviews deleted, a destruction record written,
+        then its objects deleted. Refused while any hold is active.
 
         The commit that drops the wrapped key is the moment of destruction: every copy of the
         object (replicas, backups) is unreadable from then on. The same commit queues the
@@ -602,6 +603,7 @@ class Archive:
             session.add(item)
             session.add(record)
             await session.exec(sa.delete(ItemVersion).where(col(ItemVersion.item_id) == item.id))
+            await delete_reviews(session, [item.id])
             await audit.append(session, tenant=tenant, at=now, actor=actor.name, role=actor.role,
                                action=action, item_id=item.id,
                                detail={**(detail or {}), "reason": reason,

@@ -47,6 +47,7 @@ from archive.models import (
     ItemStatus,
     ItemVersion,
 )
+from archive.reviews import delete_reviews
 from archive.search import under_active_hold
 from archive.service import Actor, Archive, object_keys
 
@@ -141,11 +142,11 @@ async def _destroy_batch(archive: Archive, batch_size: int) -> tuple[int, int, l
             .values(status=ItemStatus.PURGED.value, wrapped_key=None, kek_id=None,
                     updated_at=now, **{name: sa.null() for name in PERSONAL_FIELDS})
             .execution_options(synchronize_session=False))
-        # Earlier versions (rectifications) hold personal data. Quality reviews and samples
-        # (a later issue) hold assessments of the contact: delete them here too, in this
-        # same transaction, once their tables exist.
+        # Earlier versions (rectifications) hold personal data; quality reviews assess the
+        # contact. Both go in this same transaction. (Samples keep only the ids drawn.)
         await session.exec(sa.delete(ItemVersion).where(col(ItemVersion.item_id).in_(ids))
                            .execution_options(synchronize_session=False))
+        await delete_reviews(session, ids)
         records: list[dict[str, Any]] = []
         events: list[AuditEvent] = []
         keys_by_tenant: dict[str, list[str]] = {}

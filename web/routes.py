@@ -16,7 +16,9 @@ from web.views import (
     lifecycle,
     media,
     policies,
+    quality,
     rights,
+    samples,
     search,
     system,
 )
@@ -104,7 +106,7 @@ ENDPOINTS += [
 ]
 
 # Retrieval, rights, holds and lifecycle: each module lists its own routes and schemas.
-VIEW_MODULES = (search, media, exports, rights, holds, policies, lifecycle)
+VIEW_MODULES = (search, media, exports, rights, holds, policies, lifecycle, samples, quality)
 for _module in VIEW_MODULES:
     ENDPOINTS += _module.ENDPOINTS
 

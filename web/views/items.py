@@ -12,8 +12,14 @@ from archive.models import Channel, Item, Role
 from web.keys import ARCHIVE, DATABASE, principal
 
 
-def item_json(item: Item, holds: list[str]) -> dict[str, Any]:
-    """The public view of an item: metadata, media facts, retention and holds."""
+def item_json(item: Item, holds: list[str], role: Role | None = None) -> dict[str, Any]:
+    """The public view of an item: metadata, media facts, retention and holds. For a quality
+    monitor (``role``) the customer's name, email and postcode are withheld (null): monitors
+    review how a call was handled, not who made it."""
+    customer = {"name": item.customer_name, "email": item.customer_email,
+                "postcode": item.customer_postcode}
+    if role == Role.QUALITY:
+        customer = dict.fromkeys(customer)
     return {
         "id": str(item.id),
         "tenant": item.tenant,
@@ -30,8 +36,7 @@ def item_json(item: Item, holds: list[str]) -> dict[str, Any]:
         "agent_extension": item.agent_extension,
         "service": item.service,
         "queue": item.queue,
-        "customer": {"name": item.customer_name, "email": item.customer_email,
-                     "postcode": item.customer_postcode},
+        "customer": customer,
         "special_category": item.special_category,
         "tags": item.tags or [],
         "media": {"type": item.media_type, "size": item.plain_size, "sha256": item.sha256,
@@ -79,4 +84,4 @@ async def get_item(request: web.Request) -> web.Response:
     item = await readable_item(request)
     holds = await request.app[ARCHIVE].active_holds(item.tenant, item.id)
     await record(request, "item.view", item.id)
-    return web.json_response(item_json(item, holds))
+    return web.json_response(item_json(item, holds, principal(request).role))

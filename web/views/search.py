@@ -20,6 +20,9 @@ from web.keys import DATABASE, principal
 from web.views.items import item_json, record
 
 _PAGING = ("limit", "cursor")
+# Filters that find a person rather than how calls were handled: not for quality monitors,
+# who find calls through samples (the issue: no free search by caller number, email or name).
+NOT_FOR_QUALITY = ("caller_number", "email", "name", "postcode")
 
 
 def _limit(raw: str | None) -> int:
@@ -33,6 +36,14 @@ def _limit(raw: str | None) -> int:
 async def list_items(request: web.Request) -> web.Response:
     who = principal(request)
     params = request.query
+    if who.role == Role.QUALITY:
+        refused = [name for name in NOT_FOR_QUALITY if name in params]
+        if refused:
+            raise ForbiddenError(
+                f"quality monitors may not search by {', '.join(refused)}; find calls to "
+                "review with a sample (POST /v1/samples)",
+                errors=[FieldError(name, "may not be used by a quality monitor")
+                        for name in refused])
     errors = [FieldError(name, "is given more than once")
               for name in sorted(set(params)) if len(params.getall(name)) > 1]
     limit = DEFAULT_LIMIT
@@ -57,7 +68,8 @@ async def list_items(request: web.Request) -> web.Response:
     holds = await active_holds_of(request.app[DATABASE], who.tenant, [i.id for i in page.items])
     used = sorted({k for k, v in filters.items() if v.strip()})
     await record(request, "item.search", None, {"filters": used, "count": len(page.items)})
-    return web.json_response({"items": [item_json(i, holds[i.id]) for i in page.items],
+    return web.json_response({"items": [item_json(i, holds[i.id], who.role)
+                                        for i in page.items],
                               "next_cursor": page.next_cursor})
 
 
@@ -68,10 +80,13 @@ def _param(name: str, schema: dict[str, Any], description: str) -> dict[str, Any
 
 _STR = {"type": "string"}
 _PARAMETERS = [
-    _param("caller_number", _STR, "Any notation; matched as E.164 on the caller or called number"),
-    _param("email", {"type": "string", "maxLength": 320}, "Customer email, case ignored"),
-    _param("postcode", _STR, "UK postcode, spacing and case ignored"),
-    _param("name", {"type": "string", "maxLength": 200}, "Customer name, case ignored (exact)"),
+    _param("caller_number", _STR, "Any notation; matched as E.164 on the caller or called "
+           "number (not for quality monitors)"),
+    _param("email", {"type": "string", "maxLength": 320},
+           "Customer email, case ignored (not for quality monitors)"),
+    _param("postcode", _STR, "UK postcode, spacing and case ignored (not for quality monitors)"),
+    _param("name", {"type": "string", "maxLength": 200},
+           "Customer name, case ignored, exact (not for quality monitors)"),
     _param("agent_id", {"type": "string", "maxLength": 100}, "Agent id"),
     _param("service", {"type": "string", "maxLength": 100}, "Service"),
     _param("channel", {"enum": [c.value for c in Channel]},
