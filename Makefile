@@ -15,8 +15,14 @@ $(VENV)/.test-deps: pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $@ $(VENV)/.run-deps
 
+# GOV.UK Frontend (served as static files by the pages) and axe-core (for the browser tests),
+# from the npm registry, pinned by web/package-lock.json.
+web/node_modules/.installed: web/package.json web/package-lock.json
+	cd web && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
 ## Start the service on http://127.0.0.1:8080 with everything under ./var
-run: $(VENV)/.run-deps
+run: $(VENV)/.run-deps web/node_modules/.installed
 	$(BIN)/archive serve
 
 ## Lint, type-check and run the whole suite
@@ -28,7 +34,7 @@ lint: $(VENV)/.test-deps
 typecheck: $(VENV)/.test-deps
 	$(BIN)/mypy
 
-unit: $(VENV)/.test-deps
+unit: $(VENV)/.test-deps web/node_modules/.installed
 	$(BIN)/pytest
 
 ## Print the storage and ingest benchmarks (docs/benchmarks.md)

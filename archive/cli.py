@@ -167,6 +167,31 @@ async def cmd_tokens_revoke(args: argparse.Namespace, settings: Settings) -> int
     return 0
 
 
+async def cmd_users_create(args: argparse.Namespace, settings: Settings) -> int:
+    import getpass
+
+    from archive.users import create_user
+
+    role = tokens.parse_role(args.role)
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = getpass.getpass("Password (12 characters or more): ")
+        if getpass.getpass("Again: ") != password:
+            _err("the passwords differ; nothing changed")
+            return 2
+    now = SystemClock().now()
+    async with _database(settings) as db, db.session() as session:
+        user = await create_user(session, tenant=args.tenant, username=args.username,
+                                 role=role, password=password, now=now)
+        await audit.append(session, tenant=args.tenant, at=now, actor=CLI_ACTOR.name,
+                           role=CLI_ACTOR.role, action="user.create",
+                           detail={"user_id": str(user.id), "role": role.value})
+        await session.commit()
+    _err(f"created user {user.username} ({role.value}) of tenant {args.tenant}: sign in at /signin")
+    return 0
+
+
 async def cmd_keys_rotate(args: argparse.Namespace, settings: Settings) -> int:
     async with open_archive(settings) as archive:
         if args.resume:
@@ -442,6 +467,16 @@ def _admin_commands(sub: Any, add: Adder) -> None:
     p.add_argument("--tenant")
     p = add("revoke", cmd_tokens_revoke, "revoke a token by id", tok)
     p.add_argument("token_id")
+
+    usr = sub.add_parser("users", help="people who sign in to the staff pages").add_subparsers(
+        dest="users", required=True)
+    p = add("create", cmd_users_create,
+            "create a user with a password for the staff pages (asked for, or one line on "
+            "stdin with --password-stdin)", usr)
+    p.add_argument("username")
+    p.add_argument("--tenant", required=True)
+    p.add_argument("--role", required=True, help=", ".join(r.value for r in Role))
+    p.add_argument("--password-stdin", action="store_true")
 
     keys = sub.add_parser("keys", help="encryption keys").add_subparsers(dest="keys",
                                                                          required=True)

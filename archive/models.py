@@ -312,6 +312,37 @@ class Token(SQLModel, table=True):
     revoked_at: datetime | None = _ts(default=None)
 
 
+class User(SQLModel, table=True):
+    """A person who signs in to the staff pages with a username and password (``archive users
+    create``). Only a salted scrypt hash of the password is kept."""
+
+    __tablename__ = "users"
+
+    id: uuid.UUID = Field(primary_key=True)
+    tenant: str = Field(foreign_key="tenants.id", max_length=63)
+    username: str = Field(max_length=100, unique=True)
+    role: str = Field(max_length=16)
+    password_hash: str = Field(max_length=300)
+    created_at: datetime = _ts()
+    disabled_at: datetime | None = _ts(default=None)
+
+
+class WebSession(SQLModel, table=True):
+    """A signed-in browser: the cookie's secret is kept only as its SHA-256. Ends at sign-out,
+    at expiry, or when its token is revoked or its user disabled."""
+
+    __tablename__ = "web_sessions"
+
+    id: str = Field(primary_key=True, max_length=64)  # SHA-256 of the cookie's secret
+    kind: str = Field(max_length=8)  # "token" or "user"
+    principal_id: uuid.UUID  # the token's or the user's id
+    tenant: str = Field(max_length=63)
+    role: str = Field(max_length=16)
+    csrf: str = Field(max_length=64)  # the forms' CSRF token for this session
+    created_at: datetime = _ts()
+    expires_at: datetime = _ts()
+
+
 class ItemVersion(SQLModel, table=True):
     """A rectification: the item's correctable metadata as it was before a change, kept for
     the record. Holds personal data, so destroying the item deletes its versions."""

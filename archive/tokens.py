@@ -26,15 +26,17 @@ PREFIX = "arc_"
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """Who is asking: a token's id, tenant and role. Carries no secret."""
+    """Who is asking: a token's (or a signed-in user's) id, tenant and role. Carries no
+    secret."""
 
-    token_id: uuid.UUID
+    token_id: uuid.UUID  # the token's id, or the user's when ``kind`` is "user"
     tenant: str
     role: Role
+    kind: str = "token"
 
     @property
     def actor(self) -> str:
-        return f"token:{self.token_id}"
+        return f"{self.kind}:{self.token_id}"
 
 
 def hash_secret(secret: str) -> str:

@@ -35,6 +35,7 @@ from web.keys import (
     STORE,
 )
 from web.openapi import document
+from web.pages import setup_pages
 from web.routes import add_routes
 
 access_log = logging.getLogger("archive.access")
@@ -108,5 +109,6 @@ def create_app(settings: Settings, *, clock: Clock | None = None,
     if worker:
         app.cleanup_ctx.append(_worker)
     add_routes(app)
+    setup_pages(app)
     app[OPENAPI] = document()
     return app

@@ -1,9 +1,11 @@
 """``GET /v1/items``: search the caller's tenant, newest first, a page at a time."""
 
 import dataclasses
+import uuid
 from typing import Any
 
 from aiohttp import web
+from multidict import MultiMapping
 
 from archive.errors import BadRequestError, FieldError, ForbiddenError
 from archive.models import Channel, Role
@@ -11,6 +13,7 @@ from archive.search import (
     DEFAULT_LIMIT,
     MAX_LIMIT,
     SEARCHABLE_STATUSES,
+    Page,
     active_holds_of,
     parse_query,
     search,
@@ -33,9 +36,12 @@ def _limit(raw: str | None) -> int:
     raise ValueError(f"must be a whole number from 1 to {MAX_LIMIT}")
 
 
-async def list_items(request: web.Request) -> web.Response:
+async def find(request: web.Request, params: MultiMapping[str]
+               ) -> tuple[Page, dict[uuid.UUID, list[str]]]:
+    """Run the caller's search (the query string's filters, ``limit`` and ``cursor``) within
+    their role's limits, audit it, and return the page with each item's active holds. The API
+    and the staff pages both search through here."""
     who = principal(request)
-    params = request.query
     if who.role == Role.QUALITY:
         refused = [name for name in NOT_FOR_QUALITY if name in params]
         if refused:
@@ -68,8 +74,13 @@ async def list_items(request: web.Request) -> web.Response:
     holds = await active_holds_of(request.app[DATABASE], who.tenant, [i.id for i in page.items])
     used = sorted({k for k, v in filters.items() if v.strip()})
     await record(request, "item.search", None, {"filters": used, "count": len(page.items)})
-    return web.json_response({"items": [item_json(i, holds[i.id], who.role)
-                                        for i in page.items],
+    return page, holds
+
+
+async def list_items(request: web.Request) -> web.Response:
+    page, holds = await find(request, request.query)
+    role = principal(request).role
+    return web.json_response({"items": [item_json(i, holds[i.id], role) for i in page.items],
                               "next_cursor": page.next_cursor})
 
 
