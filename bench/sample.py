@@ -30,7 +30,7 @@ from archive import sampling
 from archive.db import Database
 from archive.ids import uuid7
 from archive.service import Actor
-from bench.search import admin
+from bench.search import admin, migrate, recreate
 from tests.servers import archive_serve, stop
 
 TARGET_MS = 200.0
@@ -174,12 +174,9 @@ async def main() -> int:
     args = parser.parse_args()
     url = f"{args.server}/{args.database}"
     admin_url = f"{args.server}/postgres"
-    await admin(admin_url, f'DROP DATABASE IF EXISTS "{args.database}"')
-    await admin(admin_url, f'CREATE DATABASE "{args.database}"')
+    await recreate(args.server, args.database)
     try:
-        db = Database(url.replace("postgresql://", "postgresql+asyncpg://"))
-        await db.upgrade()
-        await db.close()
+        await migrate(url)
         start = time.perf_counter()
         await seed(url, args.calls)
         others = args.calls // 2 + args.calls // 4 + 2 * (args.calls // 10)

@@ -296,6 +296,21 @@ async def admin(url: str, sql: str) -> None:
         await conn.close()
 
 
+async def recreate(server: str, name: str) -> None:
+    """Drop (if it exists) and create the database ``name`` on ``server``."""
+    await admin(f"{server}/postgres", f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    await admin(f"{server}/postgres", f'CREATE DATABASE "{name}"')
+
+
+async def migrate(url: str) -> None:
+    """Apply the index migrations to the database at ``url`` (postgresql://...)."""
+    db = Database(url.replace("postgresql://", "postgresql+asyncpg://"))
+    try:
+        await db.upgrade()
+    finally:
+        await db.close()
+
+
 async def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--items", type=int, default=1_000_000)
@@ -311,12 +326,9 @@ async def main() -> int:
     admin_url = f"{args.server}/postgres"
     samples = Samples()
     if not args.reuse:
-        await admin(admin_url, f'DROP DATABASE IF EXISTS "{args.database}"')
-        await admin(admin_url, f'CREATE DATABASE "{args.database}"')
+        await recreate(args.server, args.database)
     try:
-        db = Database(url.replace("postgresql://", "postgresql+asyncpg://"))
-        await db.upgrade()
-        await db.close()
+        await migrate(url)
         start = time.perf_counter()
         if args.reuse:
             await admin(url, "VACUUM ANALYZE")

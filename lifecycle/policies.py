@@ -26,7 +26,13 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from archive import audit, retention
 from archive.db import tenant_lock
-from archive.errors import BadRequestError, ConflictError, FieldError, NotFoundError
+from archive.errors import (
+    BadRequestError,
+    ConfigurationError,
+    ConflictError,
+    FieldError,
+    NotFoundError,
+)
 from archive.ids import uuid7
 from archive.models import Channel, Item, ItemStatus, Policy, Tenant
 from archive.search import under_active_hold
@@ -295,7 +301,8 @@ def _new_retain_until(dialect: str, days: int) -> Any:
     if dialect == "sqlite":
         seconds = sa.func.datetime(sa.func.substr(anchor, 1, 19), f"+{days} days")
         return seconds.op("||")(sa.func.substr(anchor, 20))
-    raise NotImplementedError(f"no retention arithmetic for {dialect}")
+    # The index runs on PostgreSQL or SQLite only (archive/db.py); say so plainly otherwise.
+    raise ConfigurationError(f"the index database {dialect!r} is not supported")
 
 
 async def _write_version(session: AsyncSession, archive: Archive, *, tenant: str,
