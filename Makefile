@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint typecheck unit bench docs clean
+.PHONY: run test lint typecheck unit bench docs screenshots clean
 
 $(VENV)/.run-deps: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,10 @@ bench: $(VENV)/.test-deps
 ## Regenerate docs/configuration.md from the settings model
 docs: $(VENV)/.run-deps
 	$(BIN)/python -m archive.settings > docs/configuration.md
+
+## Photograph each staff page at 1280x800 into docs/screenshots/ (runs the browser tests)
+screenshots: $(VENV)/.test-deps web/node_modules/.installed
+	ARCHIVE_SCREENSHOTS=$(CURDIR)/docs/screenshots $(BIN)/pytest -q tests/pages
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -19,7 +19,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from archive import audit, tokens
+from archive import audit, logs, tokens
 from archive.backends import open_archive
 from archive.clock import SystemClock
 from archive.db import Database
@@ -31,6 +31,7 @@ from storage.errors import StorageError
 
 Command = Callable[[argparse.Namespace, Settings], Coroutine[Any, Any, int]]
 CLI_ACTOR = Actor("cli", "admin")
+log = logging.getLogger(__name__)
 
 
 def _err(message: str) -> None:
@@ -66,7 +67,9 @@ async def bootstrap_admin(db: Database, settings: Settings) -> str | None:
 async def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     from aiohttp import web
 
-    from web.app import AccessLogger, create_app
+    from web.app import AccessLogger, access_log, create_app
+    from web.metrics import start_metrics_site, stop_metrics_site
+    from web.shutdown import CUT_GRACE, drain
 
     async with _database(settings) as db:
         secret = await bootstrap_admin(db, settings)
@@ -76,15 +79,25 @@ async def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         print(f"  {secret}", flush=True)
         print("More tokens: archive tokens create --role ROLE --tenant TENANT", flush=True)
     app = create_app(settings, worker=settings.worker and not args.no_worker)
-    runner = web.AppRunner(app, access_log_class=AccessLogger)
+    # On SIGTERM (or SIGINT) the drain stops listening (new connections are refused), tells
+    # the lifecycle worker to stop after its batch, lets requests in flight (uploads) finish
+    # for up to shutdown_timeout, then cuts off the rest (Archive.writer rolls an upload
+    # back); the runner's cleanup then closes idle connections and the app's resources.
+    runner = web.AppRunner(app, access_log_class=AccessLogger, access_log=access_log,
+                           shutdown_timeout=CUT_GRACE,
+                           keepalive_timeout=float(settings.keepalive_timeout))
     await runner.setup()
     site = web.TCPSite(runner, settings.host, settings.port)
     await site.start()
     print(f"Archive listening on http://{settings.host}:{settings.port}", flush=True)
     try:
-        await asyncio.Event().wait()
+        await start_metrics_site(app, settings)
+        await _until_signalled(lambda stop: stop.wait())
+        await drain(runner, settings.shutdown_timeout)
     finally:
+        await stop_metrics_site(app)
         await runner.cleanup()
+    log.info("stopped")
     return 0
 
 
@@ -311,14 +324,27 @@ async def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
 async def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     from lifecycle.policies import sync_settings_policies
     from lifecycle.worker import Worker
+    from web.metrics import Metrics, Scrape, instrument, serve_metrics
 
     async with open_archive(settings) as archive:
         await sync_settings_policies(archive)
         worker = Worker(archive, settings)
-        if args.once:
-            print(await worker.run_once())
-        else:
-            await _until_signalled(worker.run)
+        metrics_site = None
+        if settings.metrics_port > 0:  # the purge counter and the index gauges of a worker
+            metrics = Metrics()
+            instrument(archive, metrics)
+            metrics_site = await serve_metrics(Scrape(metrics, archive.db, archive.clock),
+                                               settings.host, settings.metrics_port)
+        try:
+            # SIGTERM or SIGINT: the batch in hand is finished (its transaction committed and
+            # its objects deleted), then the worker exits 0; the next pass does the rest.
+            if args.once:
+                print(await _until_signalled(worker.run_once))
+            else:
+                await _until_signalled(worker.run)
+        finally:
+            if metrics_site is not None:
+                await metrics_site.cleanup()
     return 0
 
 
@@ -572,9 +598,7 @@ def main(argv: list[str] | None = None) -> int:
         overrides = {"data_dir": args.data_dir, "host": getattr(args, "host", None),
                      "port": getattr(args, "port", None)}
         settings = load_settings(args.config, overrides=overrides)
-        logging.basicConfig(level=settings.log_level.upper(), stream=sys.stderr,
-                            format="%(asctime)s %(levelname)s %(name)s %(message)s")
-        logging.getLogger("alembic").setLevel(logging.WARNING)
+        logs.configure(settings.log_level, settings.log_format)
         fn: Command = args.fn
         return asyncio.run(fn(args, settings))
     except ArchiveError as exc:

@@ -25,9 +25,10 @@ from datetime import UTC
 from pathlib import Path
 from typing import Any
 
+import sqlalchemy as sa
 from sqlmodel import col, select
 
-from archive import audit, signing
+from archive import audit, signing, waveform
 from archive.errors import BadRequestError, FieldError, IntegrityFailureError, NotFoundError
 from archive.ids import uuid7
 from archive.models import AuditEvent, Channel, Export, Hold, HoldItem, Item, ItemStatus
@@ -248,6 +249,69 @@ async def record_download(archive: Archive, export: Export, actor: Actor,
         await session.commit()
 
 
+# -- listing and reading exports (for the staff pages) ----------------------------------------
+
+DEFAULT_EXPORTS_PAGE = 50
+
+
+@dataclass(frozen=True)
+class ExportPage:
+    """A page of a tenant's exports, newest first."""
+
+    exports: list[Export]
+    next_cursor: str | None  # the id of the last export of this page; None on the last page
+
+
+async def list_exports(archive: Archive, tenant: str, *, kinds: Sequence[str] | None = None,
+                       limit: int = DEFAULT_EXPORTS_PAGE,
+                       cursor: str | None = None) -> ExportPage:
+    """The tenant's exports, newest first, optionally only of some ``kinds``. The cursor is
+    the id of the last export of the previous page (``BadRequestError`` naming ``cursor`` if
+    it is not one of this tenant's)."""
+    if not 1 <= limit <= MAX_ITEMS:
+        raise BadRequestError(errors=[FieldError("limit", f"must be 1 to {MAX_ITEMS}")])
+    where: list[Any] = [Export.tenant == tenant]
+    if kinds is not None:
+        where.append(col(Export.kind).in_(list(kinds)))
+    async with archive.db.reader() as session:
+        if cursor:
+            try:
+                after = uuid.UUID(cursor)
+            except ValueError:
+                after = None
+            last = await session.get(Export, after) if after is not None else None
+            if last is None or last.tenant != tenant:
+                raise BadRequestError("the cursor is not valid", errors=[
+                    FieldError("cursor", "is not a cursor from a previous page")])
+            where.append(sa.or_(col(Export.created_at) < last.created_at,
+                                sa.and_(col(Export.created_at) == last.created_at,
+                                        col(Export.id) < last.id)))
+        rows = list((await session.exec(
+            select(Export).where(*where)
+            .order_by(col(Export.created_at).desc(), col(Export.id).desc())
+            .limit(limit + 1))).all())
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return ExportPage(rows, str(rows[-1].id) if more else None)
+
+
+async def find_items(archive: Archive, tenant: str,
+                     item_ids: Sequence[uuid.UUID]) -> list[Item]:
+    """The tenant's items (not pending) among ``item_ids``, in the order given, once each;
+    ids of other tenants or of no item are left out."""
+    wanted = list(dict.fromkeys(item_ids))
+    if not wanted:
+        return []
+    found: dict[uuid.UUID, Item] = {}
+    async with archive.db.reader() as session:
+        for start in range(0, len(wanted), MAX_ITEMS):
+            rows = (await session.exec(select(Item).where(
+                col(Item.id).in_(wanted[start:start + MAX_ITEMS]), Item.tenant == tenant,
+                Item.status != ItemStatus.PENDING.value))).all()
+            found.update({item.id: item for item in rows})
+    return [found[i] for i in wanted if i in found]
+
+
 # -- the bundle --------------------------------------------------------------------------------
 
 def media_extension(media_type: str | None) -> str:
@@ -285,7 +349,8 @@ def item_record(item: Item, holds: list[str]) -> dict[str, Any]:
                   **(item.media or {})},
         "objects": {kind: {k: v for k, v in facts.items()
                            if k in {"media_type", "size", "sha256"}}
-                    for kind, facts in (item.objects or {}).items()},
+                    for kind, facts in (item.objects or {}).items()
+                    if kind != waveform.KIND},  # a picture drawn on viewing: not evidence
         "source": {"size": item.source_size, "sha256": item.source_sha256},
         "retention": {"retain_until": item.retain_until.isoformat() if item.retain_until
                       else None, "basis": item.retention_basis},

@@ -19,7 +19,7 @@ import math
 import re
 import statistics
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeGuard
@@ -470,6 +470,22 @@ async def my_history(db: Database, tenant: str, actor: str, item_id: uuid.UUID) 
     versions.append((review.version, forms[review.form_id], review.scores, review.score,
                      review.notes, review.training_need, review.updated_at))
     return History(review, versions)
+
+
+async def reviewers_of(db: Database, tenant: str, ids: Iterable[str]) -> dict[str, set[str]]:
+    """Who has reviewed each of ``ids`` (canonical UUID strings): item id -> reviewers. Reads
+    ids only (never scores or notes), to show a sample's progress."""
+    wanted = sorted({uuid.UUID(i) for i in ids})
+    found: dict[str, set[str]] = {}
+    async with db.reader() as session:
+        for start in range(0, len(wanted), _IN_CHUNK):
+            rows = (await session.exec(
+                select(Review.item_id, Review.reviewer).where(
+                    Review.tenant == tenant,
+                    col(Review.item_id).in_(wanted[start:start + _IN_CHUNK])))).all()
+            for item_id, reviewer in rows:
+                found.setdefault(str(item_id), set()).add(reviewer)
+    return found
 
 
 async def delete_reviews(session: AsyncSession, item_ids: Sequence[uuid.UUID]) -> None:

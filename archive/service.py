@@ -97,9 +97,13 @@ MEDIA = "media"  # the object that is played or shown; further kinds live in Ite
 
 def object_key_of(item: Item, kind: str) -> str:
     """Where an object of the item is stored: its media at ``item.object_key``, others beside
-    it with the kind as suffix."""
+    it with the kind as suffix, or at the key their entry in ``Item.objects`` names (an object
+    added to an active item: see ``Archive.add_object``)."""
     assert item.object_key is not None
-    return item.object_key if kind == MEDIA else f"{item.object_key}.{kind}"
+    if kind == MEDIA:
+        return item.object_key
+    at = (item.objects or {}).get(kind, {}).get("object_key")
+    return at if isinstance(at, str) else f"{item.object_key}.{kind}"
 
 
 def object_keys(item: Item) -> list[str]:
@@ -341,16 +345,21 @@ class Archive:
             await self.lock_objects_quietly(item)
 
     async def _discard(self, item: Item, kinds: set[str]) -> None:
-        """Undo a failed write: delete its objects, then the row. What fails here the sweeper
-        finishes, since the row stays ``pending``."""
+        """Undo a failed write: delete the ``pending`` row, then its objects. The row goes
+        first because a cancellation can arrive after the activation's commit reached the
+        database: then the row is ``active`` and its objects must stay. Objects left behind
+        by a failure here have no item, and the sweeper deletes them after its grace."""
         try:
-            for kind in sorted(kinds | {MEDIA}):
-                await self.store.delete(object_key_of(item, kind))
             async with self.db.session() as session:
-                await session.exec(
+                result = await session.exec(
                     sa.delete(Item).where(col(Item.id) == item.id,
                                           col(Item.status) == ItemStatus.PENDING.value))
                 await session.commit()
+                removed = result.rowcount > 0
+                if not removed and await session.get(Item, item.id) is not None:
+                    return  # activated after all: keep what it stored
+            for kind in sorted(kinds | {MEDIA}):
+                await self.store.delete(object_key_of(item, kind))
         except Exception:  # the original error matters more; the sweeper retries
             log.warning("could not discard failed item %s; the sweeper will", item.id,
                         exc_info=True)
@@ -518,6 +527,91 @@ class Archive:
                 await self.store.delete(key)
             except StorageError:
                 log.warning("an object no longer in the index was not deleted; the sweeper will")
+
+    # -- objects added to an active item -------------------------------------------------------
+
+    async def add_object(
+        self, item: Item, kind: str, media_type: str, chunks: AsyncIterator[bytes], *,
+        actor: Actor, action: str, replaces: str | None = None,
+    ) -> tuple[Item, bool]:
+        """Store a further object of an active item, made from its content after ingest (a
+        waveform image), encrypted under the item's data key like its media, and record it in
+        ``Item.objects`` with an ``action`` audit event, so that destruction, the sweeper, the
+        scrub and object locks treat it as any other object of the item. Returns the item as
+        the index then has it, and whether this call's object is the one recorded.
+
+        Each call stores at a key of its own (``{object_key}.{kind}-{id}``), so calls racing
+        for the same kind never overwrite each other's object: the first to commit is recorded;
+        a later one finds the kind recorded, deletes what it stored and returns the item with
+        the first one's object (``False``). ``replaces`` names the key of a recorded object of
+        the kind that was found damaged or missing: the new object takes its place, and the old
+        one is queued for deletion, if the index still names that key.
+
+        ``NotFoundError`` when the item is not active, or no longer has the content ``item``
+        was read with (destroyed or replaced meanwhile): what was stored is deleted. A crash
+        before the commit leaves an object no item names, which the sweeper deletes.
+        """
+        if kind == MEDIA:
+            raise ValueError("an item's media is stored by its writer")
+        if item.status != ItemStatus.ACTIVE.value or item.wrapped_key is None:
+            raise NotFoundError(f"item {item.id} has no content: it was destroyed")
+        assert item.kek_id is not None and item.object_key is not None
+        try:
+            data_key = await self.keys.unwrap(
+                item.tenant, WrappedKey(item.kek_id, item.wrapped_key), str(item.id))
+        except KeyringError as exc:
+            raise translate_storage_error(exc) from exc
+        at = f"{item.object_key}.{kind}-{uuid7().hex}"
+        try:
+            size, digest = await self._store_object(item, data_key, kind, chunks, at=at)
+            facts = {"media_type": media_type, "size": size, "sha256": digest,
+                     "stored_size": crypto.ciphertext_size(size, self.segment_size),
+                     "object_key": at}
+            recorded, won = await self._record_object(item, kind, facts, actor=actor,
+                                                      action=action, replaces=replaces)
+        except BaseException:
+            await asyncio.shield(self._delete_quietly([at]))
+            raise
+        if not won:
+            await self._delete_quietly([at])
+        elif recorded.object_lock and self.store.supports_legal_hold:
+            try:  # the item is held: its new object too (the reconciler repairs a failure)
+                await self.store.set_legal_hold(at, True)
+            except StorageError:
+                log.warning("legal hold not set on a new object of item %s yet; the "
+                            "reconciler will", item.id)
+        return recorded, won
+
+    async def _record_object(
+        self, seen: Item, kind: str, facts: dict[str, Any], *, actor: Actor, action: str,
+        replaces: str | None,
+    ) -> tuple[Item, bool]:
+        """The commit of ``add_object``."""
+        now = self.clock.now()
+        old: list[str] = []
+        async with self.db.session() as session:
+            item = (await session.exec(
+                select(Item).where(Item.id == seen.id).with_for_update())).first()
+            if (item is None or item.tenant != seen.tenant
+                    or item.status != ItemStatus.ACTIVE.value or item.wrapped_key is None
+                    or item.object_key != seen.object_key):
+                raise NotFoundError(f"item {seen.id} has no content: it was destroyed")
+            if kind in (item.objects or {}):
+                if replaces is None or object_key_of(item, kind) != replaces:
+                    return item, False
+                old = [replaces]
+            item.objects = {**(item.objects or {}), kind: facts}
+            session.add(item)
+            await audit.append(session, tenant=item.tenant, at=now, actor=actor.name,
+                               role=actor.role, action=action, item_id=item.id,
+                               detail={"kind": kind, "size": facts["size"],
+                                       "sha256": facts["sha256"],
+                                       **({"replaced": True} if old else {})})
+            await deletions.queue(session, item.tenant, old, now)
+            await session.commit()
+        if old:
+            await deletions.drain(self.db, self.store, keys=old)
+        return item, True
 
     # -- object-level legal holds --------------------------------------------------------------
 

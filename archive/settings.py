@@ -88,6 +88,26 @@ class Settings:
         "Seconds a pending item or an object without an item is left alone before the "
         "sweeper removes it (uploads in progress must not be swept)."))
     log_level: str = field(default="INFO", metadata=_doc("Log level: DEBUG, INFO, WARNING..."))
+    log_format: str = field(default="json", metadata=_doc(
+        "'json': one JSON object a line (request id, tenant, route, status, duration; never "
+        "personal data), or 'text' for reading at a terminal."))
+    metrics_token: str = field(default="", metadata=_doc(
+        "Bearer token that may read GET /metrics (Prometheus) on the service's port. Empty: "
+        "/metrics is not served there (use metrics_port)."))
+    metrics_port: int = field(default=0, metadata=_doc(
+        "A separate port serving only GET /metrics without a token, bound to 'host' (keep it "
+        "off the public network). 0: none."))
+    trust_forwarded_for: bool = field(default=False, metadata=_doc(
+        "Take a client's address from the last entry of X-Forwarded-For, which your own proxy "
+        "adds (docker-compose.yml's nginx does): the sign-in rate limit then counts each "
+        "client, not the proxy. Leave false when clients reach the service directly, since "
+        "any client can write that header."))
+    keepalive_timeout: int = field(default=15, metadata=_doc(
+        "Seconds a connection may sit idle, or take to send a request's headers, before it is "
+        "closed: slow or silent clients (slowloris) cannot hold connections open."))
+    shutdown_timeout: int = field(default=30, metadata=_doc(
+        "Seconds SIGTERM waits for requests in flight (uploads) to finish before they are "
+        "cut off and rolled back; the worker stops between items."))
 
     @property
     def resolved_database_url(self) -> str:

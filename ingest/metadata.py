@@ -9,6 +9,7 @@ the producer used: phone numbers become E.164 (region GB), emails lower case, po
 import hashlib
 import json
 import re
+import unicodedata
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -60,6 +61,17 @@ class _Collector:
             raise BadRequestError("the metadata has errors", errors=self.errors)
 
 
+# Bidirectional controls: they can make a name or id display as something else.
+_BIDI = frozenset("\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def _refused(ch: str) -> bool:
+    """Control characters, surrogates, line and paragraph separators and bidi controls.
+    Other format characters stay: the zero-width joiner and tag characters that emoji
+    (families, the Welsh flag) are made of."""
+    return ch in _BIDI or unicodedata.category(ch) in {"Cc", "Cs", "Zl", "Zp"}
+
+
 def text(limit: int = MAX_TEXT) -> Callable[[str, Any], str]:
     def parse(_name: str, value: Any) -> str:
         if not isinstance(value, str):
@@ -67,7 +79,7 @@ def text(limit: int = MAX_TEXT) -> Callable[[str, Any], str]:
         value = value.strip()
         if len(value) > limit:
             raise ValueError(f"must be at most {limit} characters")
-        if any(not ch.isprintable() for ch in value):
+        if any(_refused(ch) for ch in value):
             raise ValueError("must not contain control characters")
         return str(value)
     return parse

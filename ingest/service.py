@@ -11,14 +11,18 @@ store: no plaintext media touches local disk. Any failure leaves nothing behind 
 Idempotency is by (tenant, channel, external_id): the same upload again (same bytes, same
 normalised metadata) answers with the existing item; different content is a conflict; a retry
 racing the first upload waits for it.
+
+An ``IngestObserver`` is told what each upload came to and how long ffmpeg took (metrics: counts
+and timings only, never content or metadata).
 """
 
 import asyncio
 import enum
 import hashlib
+import time
 from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Literal, Protocol, TypeVar
 
 from archive.errors import (
     ConflictError,
@@ -54,6 +58,30 @@ class MediaPolicy(enum.StrEnum):
 class IngestResult:
     item: Item
     created: bool  # False: the same upload arrived before, this is its item
+
+
+Outcome = Literal["created", "retry", "rejected"]
+
+
+class IngestObserver(Protocol):
+    """Told what each upload came to, for metrics (``web.metrics``): counts and timings only."""
+
+    def ingested(self, channel: Channel, outcome: Outcome, size: int, seconds: float) -> None:
+        """An upload ended: ``created`` a new item of ``size`` bytes received in ``seconds``;
+        was a ``retry`` of a stored one; or was ``rejected`` (too large, not audio,
+        undecodable, conflicting, the store failed, or cut off: the client went away or
+        shutdown cancelled it). ``size`` is 0 unless created."""
+
+    def transcoded(self, seconds: float) -> None:
+        """One ffmpeg transcode (with the storing of its output) took ``seconds``."""
+
+
+class _Unobserved:
+    def ingested(self, channel: Channel, outcome: Outcome, size: int, seconds: float) -> None:
+        pass
+
+    def transcoded(self, seconds: float) -> None:
+        pass
 
 
 class _Source:
@@ -121,10 +149,25 @@ def _media_facts(facts: AudioFacts, *, stored_as: str,
 class Ingestor:
     """Stores recordings and transcripts pushed by producers."""
 
-    def __init__(self, archive: Archive, transcoder: Transcoder, max_upload_bytes: int) -> None:
+    def __init__(self, archive: Archive, transcoder: Transcoder, max_upload_bytes: int,
+                 observer: IngestObserver | None = None) -> None:
         self.archive = archive
         self.transcoder = transcoder
         self.max_upload_bytes = max_upload_bytes
+        self.observer: IngestObserver = observer or _Unobserved()
+
+    async def _observed(self, channel: Channel, source: _Source,
+                        work: Awaitable[IngestResult]) -> IngestResult:
+        started = time.perf_counter()
+        try:
+            result = await work
+        except BaseException:  # cut off (client gone, shutdown) counts as rejected too
+            self.observer.ingested(channel, "rejected", 0, time.perf_counter() - started)
+            raise
+        self.observer.ingested(channel, "created" if result.created else "retry",
+                               source.size if result.created else 0,
+                               time.perf_counter() - started)
+        return result
 
     @classmethod
     def from_settings(cls, archive: Archive, settings: Settings) -> "Ingestor":
@@ -138,6 +181,11 @@ class Ingestor:
         actor: Actor,
     ) -> IngestResult:
         source = _Source(body, self.max_upload_bytes)
+        return await self._observed(Channel.CALL, source,
+                                    self._recording(tenant, metadata, source, actor))
+
+    async def _recording(self, tenant: str, metadata: ContactMetadata, source: _Source,
+                         actor: Actor) -> IngestResult:
         try:
             async with self.archive.writer(
                 tenant=tenant, channel=Channel.CALL, external_id=metadata.external_id,
@@ -209,10 +257,13 @@ class Ingestor:
         self, w: ItemWriter, kind: str, chunks: AsyncIterator[bytes], rendition: Rendition,
         *, pci: tuple[tuple[float, float], ...], channels: int | None,
     ) -> AudioFacts:
+        started = time.perf_counter()
         async with self.transcoder.transcode(chunks, output=rendition, silence=pci,
                                              channels=channels) as job:
             await w.store(kind, rendition.media_type, job.output)
-            return await job.facts()
+            facts = await job.facts()
+        self.observer.transcoded(time.perf_counter() - started)
+        return facts
 
     # -- transcripts ---------------------------------------------------------------------------
 
@@ -221,6 +272,11 @@ class Ingestor:
     ) -> IngestResult:
         data = transcript.to_json_bytes()
         source = _Source(iter_bytes(data), self.max_upload_bytes)
+        return await self._observed(Channel.CHAT, source,
+                                    self._transcript(tenant, metadata, transcript, source, actor))
+
+    async def _transcript(self, tenant: str, metadata: ContactMetadata, transcript: Transcript,
+                          source: _Source, actor: Actor) -> IngestResult:
         extra = {"messages": len(transcript.messages),
                  "redactions": {"cards": transcript.redactions.cards,
                                 "security_codes": transcript.redactions.security_codes}}

@@ -81,6 +81,17 @@ class PurgeReport:
         return text + f" in {self.seconds:.2f} s ({self.rate:.0f} items/s)"
 
 
+@dataclass
+class ProcessTotals:
+    """What the purge passes of this process have done since it started: a monotonic count
+    for metrics (``archive_purged_items_total``), whichever worker or command ran them."""
+
+    destroyed: int = 0
+
+
+TOTALS = ProcessTotals()
+
+
 def claim(now: datetime, batch_size: int) -> SelectOfScalar[Item]:
     """The claim of one batch: expired, active, under no active hold, oldest first, skipping
     rows another worker holds. It walks ``ix_items_expiry (status, retain_until)``: with
@@ -108,6 +119,7 @@ async def purge_pass(
     while stop is None or not stop.is_set():
         destroyed, kept, keys = await _destroy_batch(archive, batch_size)
         report.destroyed += destroyed
+        TOTALS.destroyed += destroyed
         report.kept_by_hold += kept
         if keys:
             deleted, failed = await deletions.drain(archive.db, archive.store, keys=keys)

@@ -7,8 +7,10 @@ machines, on PostgreSQL); ``archive serve`` runs one inside the web process unle
 ``purge_interval`` seconds (``purge_batch_size`` items per transaction), a sweep every
 ``sweep_interval`` (both due at start, so that a restart after a crash cleans up at once),
 and, where the store enforces Object Lock, a reconcile after each purge pass. Setting the
-event ends the loop after the current batch. A pass that fails is logged and the loop goes on
-after a pause (a database or store outage must not stop the worker for good).
+event ends the loop after the current batch, whose transaction commits and whose objects are
+deleted first, so an item is destroyed whole or left untouched; ``archive worker`` and
+``archive serve`` set it on SIGTERM. A pass that fails is logged and the loop goes on after a
+pause (a database or store outage must not stop the worker for good).
 """
 
 import asyncio
@@ -76,16 +78,23 @@ class Worker:
                 await asyncio.wait_for(stop.wait(), delay)
         log.info("lifecycle worker stopped")
 
-    async def run_once(self) -> OnceReport:
-        """One purge pass, one sweep (and a reconcile where Object Lock is on)."""
-        purged = await purge_pass(self.archive, batch_size=self.settings.purge_batch_size)
-        reconciled = await self._reconcile()
-        swept = await sweep(self.archive, grace=timedelta(seconds=self.settings.sweep_grace))
+    async def run_once(self, stop: asyncio.Event | None = None) -> OnceReport:
+        """One purge pass, one sweep (and a reconcile where Object Lock is on). Setting
+        ``stop`` ends the purge after its current batch and skips what has not begun."""
+        stop = stop or asyncio.Event()
+        purged = await purge_pass(self.archive, batch_size=self.settings.purge_batch_size,
+                                  stop=stop)
+        reconciled = None if stop.is_set() else await self._reconcile()
+        swept = SweepReport(stopped=True) if stop.is_set() else await sweep(
+            self.archive, grace=timedelta(seconds=self.settings.sweep_grace), stop=stop)
+        if stop.is_set():
+            log.info("lifecycle pass stopped early (asked to stop); the next pass goes on")
         return OnceReport(purged, swept, reconciled)
 
     async def _purge(self, stop: asyncio.Event) -> None:
         await purge_pass(self.archive, batch_size=self.settings.purge_batch_size, stop=stop)
-        await self._reconcile()
+        if not stop.is_set():
+            await self._reconcile()
 
     async def _sweep(self, stop: asyncio.Event) -> None:
         await sweep(self.archive, grace=timedelta(seconds=self.settings.sweep_grace),

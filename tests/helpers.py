@@ -7,7 +7,7 @@ from datetime import datetime
 from pathlib import Path
 
 from archive.db import Database
-from archive.models import Role
+from archive.models import Role, Tenant
 from archive.tokens import create_token, ensure_tenant
 
 
@@ -19,6 +19,16 @@ async def make_token(db: Database, tenant: str, role: Role, now: datetime,
                                        expires_at=expires_at)
         await session.commit()
     return secret
+
+
+async def set_media_policy(db: Database, policy: str, tenant: str = "camden") -> None:
+    """What the tenant keeps of call audio: original, opus or both."""
+    async with db.session() as session:
+        row = await session.get(Tenant, tenant)
+        assert row is not None
+        row.media_policy = policy
+        session.add(row)
+        await session.commit()
 
 
 def bearer(secret: str) -> dict[str, str]:

@@ -70,11 +70,13 @@ def moto_server(log_dir: Path) -> Iterator[str]:
 def archive_serve(
     data_dir: Path, tenant: str, media_policy: str | None = None, *, role: str = "ingest",
     extra_env: dict[str, str] | None = None, worker: bool = False,
+    stderr: Path | None = None,
 ) -> tuple["subprocess.Popen[bytes]", str, str]:
     """A real ``archive serve`` over ``data_dir`` with a ``role`` token for ``tenant`` (keeping
     call audio as ``media_policy`` when given; ``extra_env`` adds settings such as
     ``ARCHIVE_DATABASE_URL``): its process, base URL and token. Its lifecycle worker runs only
-    when ``worker`` is true, so that a test's items are never purged under it."""
+    when ``worker`` is true, so that a test's items are never purged under it. Its stderr (the
+    logs) is appended to the file ``stderr`` when given, else discarded."""
     archive = str(Path(sys.executable).with_name("archive"))
     env = {**os.environ, "ARCHIVE_DATA_DIR": str(data_dir), **(extra_env or {})}
     if media_policy is not None:
@@ -84,8 +86,13 @@ def archive_serve(
                             env=env, check=True, capture_output=True, text=True).stdout.strip()
     port = free_port()
     flags = [] if worker else ["--no-worker"]
-    proc = subprocess.Popen([archive, "serve", "--port", str(port), *flags], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    if stderr is None:
+        proc = subprocess.Popen([archive, "serve", "--port", str(port), *flags], env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    else:
+        with stderr.open("ab") as log:  # the child keeps its own descriptor
+            proc = subprocess.Popen([archive, "serve", "--port", str(port), *flags], env=env,
+                                    stdout=subprocess.DEVNULL, stderr=log)
     base = f"http://127.0.0.1:{port}"
     wait_http(base + "/healthz", proc=proc)
     return proc, base, secret

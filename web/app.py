@@ -29,27 +29,38 @@ from web.keys import (
     INGESTOR,
     KEYRING,
     OPENAPI,
+    PRINCIPAL,
     REQUEST_ID,
     ROUTE,
     SETTINGS,
     STORE,
 )
+from web.metrics import setup_metrics
 from web.openapi import document
 from web.pages import setup_pages
+from web.ratelimit import setup_ratelimit
 from web.routes import add_routes
+from web.shutdown import STOPPING, setup_drain
 
 access_log = logging.getLogger("archive.access")
 
 
 class AccessLogger(AbstractAccessLogger):
     """One line per request with the route's name, never its query string or path values:
-    search filters carry phone numbers and emails, which must not reach the logs."""
+    search filters carry phone numbers and emails, which must not reach the logs. The fields
+    (request id, tenant once authenticated, route, method, status, duration) go to the
+    record's ``extra`` for the JSON formatter (archive/logs.py)."""
 
     def log(self, request: BaseRequest, response: web.StreamResponse, time: float) -> None:
+        who = request.get(PRINCIPAL)
+        route = request.get(ROUTE, "-")
+        duration_ms = round(time * 1000, 1)
         self.logger.info(
-            "%s %s %s %.1fms request=%s", request.method, request.get(ROUTE, "-"),
-            response.status,
-            time * 1000, request.get(REQUEST_ID, "-"))
+            "%s %s %s %.1fms", request.method, route, response.status, duration_ms,
+            extra={"request_id": request.get(REQUEST_ID, "-"),
+                   "tenant": who.tenant if who is not None else None, "route": route,
+                   "method": request.method, "status": response.status,
+                   "duration_ms": duration_ms})
 
 
 async def _database(app: web.Application) -> AsyncIterator[None]:
@@ -89,8 +100,10 @@ async def _archive(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _worker(app: web.Application) -> AsyncIterator[None]:
-    """The in-process lifecycle worker of ``archive serve`` (unless ``--no-worker``)."""
-    stop = asyncio.Event()
+    """The in-process lifecycle worker of ``archive serve`` (unless ``--no-worker``). It
+    stops after its current batch once the server begins to stop (``STOPPING``, set as
+    SIGTERM's drain begins: web/shutdown.py), and is awaited before the index closes."""
+    stop = app[STOPPING]
     task = asyncio.create_task(Worker(app[ARCHIVE], app[SETTINGS]).run(stop),
                                name="lifecycle-worker")
     yield
@@ -106,9 +119,12 @@ def create_app(settings: Settings, *, clock: Clock | None = None,
     app[SETTINGS] = settings
     app[CLOCK] = clock or SystemClock()
     app.cleanup_ctx.extend([_database, _store, _keyring, _archive])
+    setup_drain(app)  # graceful shutdown: requests in flight, STOPPING
+    setup_metrics(app)  # before the worker: it counts the store errors of the archive's users
     if worker:
         app.cleanup_ctx.append(_worker)
     add_routes(app)
     setup_pages(app)
+    setup_ratelimit(app)
     app[OPENAPI] = document()
     return app

@@ -39,6 +39,7 @@ def problem(
     response = web.json_response(body, status=status, content_type=PROBLEM_TYPE,
                                  headers=headers)
     response.headers[REQUEST_ID_HEADER] = request_id
+    response.headers["X-Content-Type-Options"] = "nosniff"  # a body quoting input is not HTML
     return response
 
 

@@ -136,7 +136,8 @@ def document() -> dict[str, Any]:
             op["security"] = []
         else:
             op["x-roles"] = sorted(r.value for r in e.roles)
-            op["description"] = "Roles: " + ", ".join(op["x-roles"]) + "."
+            op["description"] = (str(op.get("description", "")) + " Roles: "
+                                 + ", ".join(op["x-roles"]) + ".").strip()
             responses.setdefault("401", {"$ref": "#/components/responses/Unauthorized"})
             responses.setdefault("403", {"$ref": "#/components/responses/Forbidden"})
         op["responses"] = responses

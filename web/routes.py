@@ -9,6 +9,7 @@ from web.endpoint import READERS, Endpoint
 from web.endpoint import json_answer as _json
 from web.endpoint import ref as _ref
 from web.views import (
+    audit,
     exports,
     holds,
     ingest,
@@ -21,6 +22,7 @@ from web.views import (
     samples,
     search,
     system,
+    waveform,
 )
 
 ALL_ROLES = frozenset(Role)
@@ -106,7 +108,8 @@ ENDPOINTS += [
 ]
 
 # Retrieval, rights, holds and lifecycle: each module lists its own routes and schemas.
-VIEW_MODULES = (search, media, exports, rights, holds, policies, lifecycle, samples, quality)
+VIEW_MODULES = (search, media, waveform, exports, rights, holds, policies, lifecycle, samples,
+                quality, audit)
 for _module in VIEW_MODULES:
     ENDPOINTS += _module.ENDPOINTS
 

@@ -13,7 +13,7 @@ import jinja2
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from web.pages import views
+from web.pages import audit, exports, holds, lifecycle, quality, views
 
 log = logging.getLogger(__name__)
 HERE = Path(__file__).resolve().parent.parent
@@ -32,6 +32,7 @@ PAGES = [
     ("GET", "/account", views.account, "page_account"),
     ("GET", "/search", views.search_page, "page_search"),
     ("GET", "/items/{item_id}", views.item_page, "page_item"),
+    *holds.PAGES, *exports.PAGES, *quality.PAGES, *lifecycle.PAGES, *audit.PAGES,
 ]
 
 

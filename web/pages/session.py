@@ -21,6 +21,8 @@ from web.keys import CLOCK, DATABASE, PRINCIPAL
 COOKIE = "archive_session"
 SESSION = web.RequestKey("web_session", WebSession)
 PageHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+# A page route: method, path, handler, route name (each page module lists its own in PAGES).
+PageRoute = tuple[str, str, PageHandler, str]
 
 
 def is_tls(request: web.Request) -> bool:

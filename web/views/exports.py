@@ -112,7 +112,7 @@ async def post_export(request: web.Request) -> web.Response:
         status=201, headers={"Location": f"/v1/exports/{export.id}"})
 
 
-async def _readable_export(request: web.Request) -> Export:
+async def readable_export(request: web.Request) -> Export:
     who = principal(request)
     export_id = parse_uuid(request.match_info["export_id"])
     if export_id is None:
@@ -124,12 +124,12 @@ async def _readable_export(request: web.Request) -> Export:
 
 
 async def get_export(request: web.Request) -> web.Response:
-    export = await _readable_export(request)
+    export = await readable_export(request)
     return web.json_response({**exports.export_json(export), "download": _download(export)})
 
 
 async def get_bundle(request: web.Request) -> web.StreamResponse:
-    export = await _readable_export(request)
+    export = await readable_export(request)
     archive = request.app[ARCHIVE]
     signer = await signer_for(request.app)
     chunks = exports.bundle(archive, export, signer, chat_text=_chat_text)

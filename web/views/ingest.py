@@ -4,7 +4,8 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
-from aiohttp import BodyPartReader, web
+from aiohttp import BodyPartReader, MultipartReader, web
+from aiohttp.http_exceptions import BadHttpMessage
 
 from archive.errors import (
     BadRequestError,
@@ -36,6 +37,17 @@ def _answer(request: web.Request, result: IngestResult) -> web.Response:
         return web.json_response(body, status=200)
     return web.json_response(body, status=201,
                              headers={"Location": f"/v1/items/{result.item.id}"})
+
+
+async def _next_part(reader: MultipartReader) -> Any:
+    """The next part, or a 400 naming the body when its part headers are malformed (aiohttp's
+    ``BadHttpMessage``, e.g. a control character in a header)."""
+    try:
+        return await reader.next()
+    except BadHttpMessage:
+        raise BadRequestError(errors=[FieldError(
+            "body", "is not valid multipart/form-data (a part's headers are malformed)")]
+        ) from None
 
 
 def _json_object(raw: bytes | str, field: str) -> dict[str, Any]:
@@ -80,13 +92,13 @@ async def post_recording(request: web.Request) -> web.Response:
         raise UnsupportedMediaError(
             "send multipart/form-data with a 'metadata' part and an 'audio' part")
     reader = await request.multipart()
-    part = await reader.next()
+    part = await _next_part(reader)
     if not isinstance(part, BodyPartReader) or part.name != "metadata":
         raise BadRequestError(errors=[FieldError(
             "metadata", "send the 'metadata' part (JSON) first, then the 'audio' part")])
     raw = await _read_limited(_part_chunks(part), MAX_METADATA, "the metadata part")
     metadata = parse_recording(_json_object(raw, "metadata"))
-    audio = await reader.next()
+    audio = await _next_part(reader)
     if not isinstance(audio, BodyPartReader) or audio.name != "audio":
         raise BadRequestError(errors=[FieldError("audio", "is required after 'metadata'")])
     result = await request.app[INGESTOR].recording(

@@ -111,6 +111,12 @@ class Query:
 # -- parsing -------------------------------------------------------------------------------------
 
 
+def _number(digits: str) -> int:
+    """A Range header's byte position; absurdly long ones (past 2**63) count as 2**63, so that
+    Python's limit on converting huge digit strings is never reached."""
+    return int(digits) if len(digits.lstrip("0")) <= 19 else 2**63
+
+
 def _single_spec(value: str) -> tuple[str, str] | None:
     """The (first, last) digits of a ``Range`` header's one byte range, or ``None`` when the
     header is to be ignored (another unit, bad syntax, several ranges, last before first)."""
@@ -122,7 +128,7 @@ def _single_spec(value: str) -> tuple[str, str] | None:
     if match is None or match.group(1) == match.group(2) == "":
         return None
     first, last = match.group(1), match.group(2)
-    if first and last and int(last) < int(first):
+    if first and last and _number(last) < _number(first):
         return None
     return first, last
 
@@ -136,13 +142,13 @@ def parse_range(value: str | None, size: int) -> tuple[int, int] | None:
         return None
     first, last = spec
     if first == "":  # a suffix: the last n bytes
-        if int(last) == 0 or size == 0:
+        if _number(last) == 0 or size == 0:
             raise RangeNotSatisfiableError
-        return max(0, size - int(last)), size
-    start = int(first)
+        return max(0, size - _number(last)), size
+    start = _number(first)
     if start >= size:
         raise RangeNotSatisfiableError
-    return start, size if last == "" else min(int(last) + 1, size)
+    return start, size if last == "" else min(_number(last) + 1, size)
 
 
 def none_match(value: str | None, etag: str) -> bool:

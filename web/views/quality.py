@@ -4,18 +4,19 @@ and the summary are for quality monitors and admins. Reviews are of calls only: 
 refused (403), as every quality read of a chat is; another tenant's item is a missing one
 (404)."""
 
+from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
 from aiohttp import web
 
-from archive import audit, reviews
+from archive import reviews
 from archive.errors import BadRequestError, FieldError, ForbiddenError, NotFoundError
 from archive.models import Channel, Item, Role
 from archive.search import parse_query
 from web.endpoint import ADMINS, Endpoint, json_answer, json_body, json_request, ref
 from web.keys import ARCHIVE, DATABASE, principal
-from web.views.items import purpose, readable_item, record
+from web.views.items import readable_item, record
 
 MONITORS = frozenset({Role.QUALITY, Role.ADMIN})
 
@@ -68,7 +69,7 @@ async def get_form_version(request: web.Request) -> web.Response:
 
 # -- reviews -----------------------------------------------------------------------------------
 
-async def _call(request: web.Request) -> Item:
+async def review_call(request: web.Request) -> Item:
     """The path's item, if the caller may read it (404 for another tenant's, 403 for a chat
     to a quality monitor) and it is a call (reviews are of calls only: 403 for an admin)."""
     item = await readable_item(request)
@@ -84,7 +85,7 @@ def _review_args(request: web.Request) -> dict[str, Any]:
 
 
 async def post_review(request: web.Request) -> web.Response:
-    item = await _call(request)
+    item = await review_call(request)
     reviews.check_reviewable(item)
     body = await json_body(request)
     view = await reviews.create_review(request.app[DATABASE], item_id=item.id, body=body,
@@ -94,7 +95,7 @@ async def post_review(request: web.Request) -> web.Response:
 
 
 async def put_my_review(request: web.Request) -> web.Response:
-    item = await _call(request)
+    item = await review_call(request)
     reviews.check_reviewable(item)
     body = await json_body(request)
     view = await reviews.edit_review(request.app[DATABASE], item_id=item.id, body=body,
@@ -103,14 +104,14 @@ async def put_my_review(request: web.Request) -> web.Response:
 
 
 async def list_reviews(request: web.Request) -> web.Response:
-    item = await _call(request)
+    item = await review_call(request)
     found = await reviews.item_reviews(request.app[DATABASE], item.tenant, item.id)
     await record(request, "review.list", item.id, {"count": len(found)})
     return web.json_response({"item_id": str(item.id), "reviews": [r.json() for r in found]})
 
 
 async def my_history(request: web.Request) -> web.Response:
-    item = await _call(request)
+    item = await review_call(request)
     history = await reviews.my_history(request.app[DATABASE], item.tenant,
                                        principal(request).actor, item.id)
     await record(request, "review.history", item.id,
@@ -123,8 +124,19 @@ async def my_history(request: web.Request) -> web.Response:
 _SUMMARY_PARAMS = ("from", "to", "service")
 
 
+async def summarise(request: web.Request, *, start: datetime, end: datetime,
+                    service: str | None) -> reviews.Summary:
+    """The tenant's quality summary, audited as ``quality.summary`` (API and page alike)."""
+    result = await reviews.summary(request.app[DATABASE], principal(request).tenant,
+                                   start=start, end=end, service=service)
+    await record(request, "quality.summary", None, {
+        "agents": len(result.agents), "calls": sum(a.calls_handled for a in result.agents),
+        "reviews": sum(a.reviews for a in result.agents),
+        "calibration": len(result.calibration)})
+    return result
+
+
 async def get_summary(request: web.Request) -> web.Response:
-    who = principal(request)
     params = request.query
     errors = [FieldError(n, "is not a known parameter") for n in sorted(set(params))
               if n not in _SUMMARY_PARAMS]
@@ -140,16 +152,7 @@ async def get_summary(request: web.Request) -> web.Response:
         errors += [e for e in exc.errors if e.field not in named]
     if errors or query is None or query.from_ is None or query.to is None:
         raise BadRequestError("the summary parameters have errors", errors=errors)
-    result = await reviews.summary(request.app[DATABASE], who.tenant, start=query.from_,
-                                   end=query.to, service=query.service)
-    async with request.app[DATABASE].session() as session:
-        await audit.append(session, tenant=who.tenant, at=request.app[ARCHIVE].clock.now(),
-                           actor=who.actor, role=who.role.value, action="quality.summary",
-                           detail={"purpose": purpose(request), "agents": len(result.agents),
-                                   "calls": sum(a.calls_handled for a in result.agents),
-                                   "reviews": sum(a.reviews for a in result.agents),
-                                   "calibration": len(result.calibration)})
-        await session.commit()
+    result = await summarise(request, start=query.from_, end=query.to, service=query.service)
     return web.json_response(result.json())
 
 
