@@ -13,12 +13,12 @@ from pytest_aiohttp import AiohttpClient
 from sqlmodel import select
 
 from archive.clock import ManualClock
-from archive.models import Item, Role, Tenant
+from archive.models import Item, Role
 from archive.settings import Settings
 from ingest.audio import Transcoder
 from storage.base import iter_bytes, read_all
 from tests.conftest import Client
-from tests.helpers import bearer, make_token
+from tests.helpers import bearer, make_token, set_media_policy
 from tests.ingest import media
 from web.app import create_app
 from web.keys import ARCHIVE, DATABASE
@@ -32,15 +32,6 @@ META = {"external_id": "call-1", "started_at": "2026-11-23T09:00:00Z",
 async def _token(client: Client, clock: ManualClock, role: Role = Role.INGEST,
                  tenant: str = "camden") -> dict[str, str]:
     return bearer(await make_token(client.app[DATABASE], tenant, role, clock.now()))
-
-
-async def _set_policy(client: Client, policy: str, tenant: str = "camden") -> None:
-    async with client.app[DATABASE].session() as session:
-        row = await session.get(Tenant, tenant)
-        assert row is not None
-        row.media_policy = policy
-        session.add(row)
-        await session.commit()
 
 
 def _form(metadata: dict[str, Any] | str, audio: bytes | None,
@@ -125,7 +116,7 @@ async def test_opus_policy_stores_a_smaller_decodable_rendition(
     client: Client, clock: ManualClock,
 ) -> None:
     headers = await _token(client, clock)
-    await _set_policy(client, "opus")
+    await set_media_policy(client.app[DATABASE], "opus")
     audio = media.wav(10.0)
     status, body = await _post(client, headers, audio)
     assert status == 201, body
@@ -140,7 +131,7 @@ async def test_both_policy_keeps_the_original_beside_the_rendition(
     client: Client, clock: ManualClock,
 ) -> None:
     headers = await _token(client, clock)
-    await _set_policy(client, "both")
+    await set_media_policy(client.app[DATABASE], "both")
     audio = media.mp3(4.0)
     status, body = await _post(client, headers, audio)
     assert status == 201, body
@@ -154,7 +145,7 @@ async def test_card_payment_ranges_are_silent_in_everything_stored(
     client: Client, clock: ManualClock, policy: str,
 ) -> None:
     headers = await _token(client, clock)
-    await _set_policy(client, policy)
+    await set_media_policy(client.app[DATABASE], policy)
     audio = media.wav(6.0)
     meta = {**META, "pci_redactions": [{"start": 2.0, "end": 4.0}]}
     status, body = await _post(client, headers, audio, meta)
@@ -293,7 +284,7 @@ async def test_no_plaintext_audio_reaches_local_disk(
 ) -> None:
     headers = await _token(client, clock)
     for policy in ("original", "opus", "both"):
-        await _set_policy(client, policy)
+        await set_media_policy(client.app[DATABASE], policy)
         audio = media.wav(2.0)
         meta = {**META, "external_id": f"plain-{policy}"}
         status, _ = await _post(client, headers, audio, meta)
