@@ -304,7 +304,7 @@ async def test_audit_events_hold_neither_reasons_nor_filter_values(archive: Arch
     events = await hold_events(archive)
     assert [e.action for e in events] == ["hold.place", "hold.add", "hold.release"]
     text = json.dumps([e.detail for e in events])
-    for secret in ("Example", "ombudsman", "Ombudsman", NUMBER, "7946", "ann@"):
+    for secret in ("Example", "ombudsman", "Ombudsman", NUMBER, "2079460000", "7946 0000", "ann@"):
         assert secret not in text
 
 

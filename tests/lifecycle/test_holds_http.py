@@ -250,5 +250,5 @@ async def test_hold_requests_are_audited_without_reasons(client: Client) -> None
                                           "hold.release"]
     assert events[2].detail == {"purpose": "review", "hold_id": hold["id"], "items": 1}
     text = json.dumps([e.detail for e in events])
-    for secret in ("Example", "ombudsman", NUMBER, "7946"):
+    for secret in ("Example", "ombudsman", NUMBER, "2079460000", "7946 0000"):
         assert secret not in text
