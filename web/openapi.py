@@ -148,11 +148,19 @@ def document() -> dict[str, Any]:
                  "description": "Call recordings and webchat transcripts: ingest, retrieval, "
                                 "legal holds and lifecycle. Errors are application/problem+json."},
         "servers": [{"url": "/"}],
-        "security": [{"bearer": []}],
+        # Either scheme: a token as a bearer token, or as the password of HTTP Basic (for
+        # systems that can only put credentials in a URL; see web/auth.py).
+        "security": [{"bearer": []}, {"basic": []}],
         "paths": paths,
         "components": {
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
-                                           "description": "A token from 'archive tokens create'"}},
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer",
+                           "description": "A token from 'archive tokens create'"},
+                "basic": {"type": "http", "scheme": "basic",
+                          "description": "The same token as the password, with any user "
+                                         "name: for telephony systems that can only put "
+                                         "credentials in a URL (https://ingest:TOKEN@host/...)"},
+            },
             "schemas": {**SCHEMAS, **{name: schema for module in VIEW_MODULES
                                       for name, schema in module.SCHEMAS.items()}},
             "responses": {
