@@ -23,6 +23,8 @@ web/node_modules/.installed: web/package.json web/package-lock.json
 
 ## Start the service on http://127.0.0.1:8080 with everything under ./var
 run: $(VENV)/.run-deps web/node_modules/.installed
+	@echo "To fill it with demonstration data, run in another terminal: $(BIN)/archive demo"
+	@echo "(it prints a token for each role; sign in at http://127.0.0.1:8080/signin)"
 	$(BIN)/archive serve
 
 ## Lint, type-check and run the whole suite

@@ -319,6 +319,18 @@ async def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
     return 1 if report.failed else 0
 
 
+async def cmd_push(args: argparse.Namespace, settings: Settings) -> int:
+    from ingest.push import run_push
+
+    return await run_push(args)
+
+
+async def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from web.demo import run_demo
+
+    return await run_demo(args, settings)
+
+
 # -- lifecycle ----------------------------------------------------------------------------------
 
 async def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
@@ -454,6 +466,7 @@ def build_parser() -> argparse.ArgumentParser:
     _admin_commands(sub, add)
     _ingest_commands(sub, add)
     _lifecycle_commands(sub, add)
+    _first_hour_commands(add)
     return parser
 
 
@@ -589,6 +602,51 @@ def _lifecycle_commands(sub: Any, add: Adder) -> None:
     p.add_argument("--days", type=int, required=True)
     p.add_argument("--reason", help="why the window changes (kept with the version)")
     p.add_argument("--yes", action="store_true", help="apply after showing the preview")
+
+
+def _first_hour_commands(add: Adder) -> None:
+    p = add("push", cmd_push, "push one recording (FILE) or transcript (--transcript) to a "
+            "running archive over HTTP, e.g. from a PBX's post-call script; the token comes "
+            "from ARCHIVE_TOKEN or --token-file. Exit 0: archived (or already was); 1: refused, "
+            "do not retry; 75: not archived now, retry later; 2: bad arguments")
+    p.add_argument("file", nargs="?", type=Path, metavar="FILE",
+                   help="the recording (wav, mp3, ogg, gsm, ...)")
+    p.add_argument("--transcript", type=Path, metavar="FILE.json|FILE.txt",
+                   help="push a webchat transcript instead: the JSON document of POST "
+                        "/v1/transcripts (or its messages list), or a plain-text export")
+    p.add_argument("--url", help="the archive (env ARCHIVE_URL; default http://127.0.0.1:8080)")
+    p.add_argument("--token-file", type=Path,
+                   help="a file holding the ingest token (else env ARCHIVE_TOKEN)")
+    p.add_argument("--metadata", type=Path, metavar="FILE.json",
+                   help="metadata as a JSON object; the options below override its fields")
+    p.add_argument("--external-id", help="the source system's call or chat id")
+    p.add_argument("--started-at", help="ISO 8601 with offset, e.g. 2026-11-23T09:15:00Z")
+    p.add_argument("--ended-at")
+    p.add_argument("--direction", choices=["inbound", "outbound", "internal"])
+    p.add_argument("--caller", help="caller number, any common UK or international notation")
+    p.add_argument("--called", help="called number")
+    p.add_argument("--agent", help="agent id")
+    p.add_argument("--agent-extension")
+    p.add_argument("--service", help="e.g. council-tax")
+    p.add_argument("--queue")
+    p.add_argument("--tag", action="append", help="repeat for several tags")
+    p.add_argument("--special-category", action="store_true",
+                   help="health or similar data was volunteered")
+    p.add_argument("--pci", action="append", metavar="START-END",
+                   help="seconds to silence before storage (a card payment); repeatable")
+    p.add_argument("--customer-name", help="transcripts: the customer's name")
+    p.add_argument("--customer-email", help="transcripts: the customer's email")
+    p.add_argument("--postcode", help="transcripts: the customer's postcode")
+    p.add_argument("--timeout", type=float, default=300.0,
+                   help="seconds to wait for the archive (default 300)")
+
+    p = add("demo", cmd_demo, "seed a tenant with realistic demonstration calls, chats, holds, "
+            "reviews and expired items, then print a token for each role and the URL to open")
+    p.add_argument("--tenant", default="demo", help="the tenant to create (default demo)")
+    p.add_argument("--calls", type=int, default=60, help="how many calls (default 60)")
+    p.add_argument("--chats", type=int, default=20, help="how many webchats (default 20)")
+    p.add_argument("--tones", action="store_true",
+                   help="ffmpeg-generated audio even when espeak-ng is installed")
 
 
 def main(argv: list[str] | None = None) -> int:
