@@ -10,7 +10,12 @@ keeping Ogg/Opus. It prints recordings/s and MB/s (of WAV received) for each, ne
   is the local folder store, ``--store s3`` a moto S3 server on 127.0.0.1 (the production
   shape: the service and the bare put both write through the S3 API);
 - the plain ffmpeg command line transcoding the same files to Opus with the same encoder
-  settings and the same number of processes at once: the ceiling for the Opus path.
+  settings and the same number of processes at once: the ceiling for the Opus path;
+- with the local store, ``bench.minimal_server`` taking the same uploads in its own process:
+  first storing each body as received, then through SHA-256 and AES-GCM as well. These rows
+  split the originals' distance from the bare put into what HTTP costs on the machine, what
+  the hash and cipher every implementation needs cost, and what the archive's bookkeeping
+  (token, index, audit, checks) costs.
 
 Targets (issue 3): originals reach at least 0.7x the bare put; Opus at least 0.9x ffmpeg's own
 transcode rate.
@@ -38,9 +43,11 @@ from storage.base import BlobStore, iter_bytes
 from storage.local import LocalBlobStore
 from storage.s3 import S3BlobStore, create_bucket
 from tests.ingest import media
-from tests.servers import archive_serve, moto_server, stop
+from tests.servers import archive_serve, free_port, moto_server, stop, wait_http
 
 MB = 1e6
+# bench.minimal_server's --work modes and their rows: the byte work alone, without the archive
+MINIMAL = {"none": "HTTP only, minimal", "sealed": "HTTP+hash+AES, minimal"}
 S3_CREDENTIALS = "bench"  # moto accepts anything
 _buckets = itertools.count()
 
@@ -150,6 +157,31 @@ async def through_http(
         await asyncio.to_thread(stop, server)
 
 
+async def through_minimal(files: list[bytes], clients: int, data_dir: Path, work: str) -> float:
+    """Seconds for the same uploads to ``bench.minimal_server`` doing ``work`` (``none``: HTTP
+    into the local store; ``sealed``: with SHA-256 and AES-GCM too) and nothing else, in its own
+    process as ``archive serve`` is."""
+    port = free_port()
+    server = await asyncio.to_thread(
+        subprocess.Popen,
+        [sys.executable, "-m", "bench.minimal_server", "--port", str(port), "--work", work,
+         str(data_dir)],
+        stdout=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        await asyncio.to_thread(wait_http, base + "/healthz", proc=server)
+        async with aiohttp.ClientSession(base) as http:
+
+            async def push(i: int, data: bytes) -> None:
+                async with http.put(f"/r/bench-{i}", data=data) as r:
+                    if r.status != 201:
+                        raise RuntimeError(f"upload {i}: {r.status} {await r.text()}")
+
+            return await timed([partial(push, i, f) for i, f in enumerate(files)], clients)
+    finally:
+        await asyncio.to_thread(stop, server)
+
+
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.ingest", description=__doc__)
     parser.add_argument("--count", type=int, default=16, help="recordings per run (16)")
@@ -193,6 +225,10 @@ async def run(args: argparse.Namespace, s3: str | None) -> None:
             results.setdefault("bare put", []).append(await bare_put(files, args.clients, s3))
             results.setdefault("ffmpeg CLI -> opus", []).append(
                 ffmpeg_cli(paths, root / "cli", cores))
+            if s3 is None:  # the minimal server has only the local store
+                for work, name in MINIMAL.items():
+                    results.setdefault(name, []).append(
+                        await through_minimal(files, args.clients, root / f"{work}{r}", work))
             for policy in ("original", "opus"):
                 seconds, user, system = await through_http(files, policy, args.clients,
                                                            root / f"run{r}", s3)
@@ -207,6 +243,11 @@ async def run(args: argparse.Namespace, s3: str | None) -> None:
         print(f"  service CPU per upload, keep {policy}: user {user:.1f} ms, "
               f"system {system:.1f} ms (with its ffmpeg children)")
     original = secs["bare put"] / secs["HTTP, keep original"]
+    if s3 is None:
+        plain, sealed = (secs["bare put"] / secs[name] for name in MINIMAL.values())
+        print(f"where the originals' time goes: HTTP alone reaches {plain:.2f}x the bare put; "
+              f"with SHA-256 and AES-GCM {sealed:.2f}x; the archive's bookkeeping (token, "
+              f"index, audit, checks) takes that to {original:.2f}x")
     opus = secs["ffmpeg CLI -> opus"] / secs["HTTP, keep opus"]
     print(f"originals: {original:.2f}x the bare put's throughput (target >= 0.70): "
           f"{'meets' if original >= 0.7 else 'MISSES'} it")
